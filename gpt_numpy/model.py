@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from tinytensor import nn
 from tinytensor.nn import functional as F
 
 from .attention import MultiHeadAttention
+from .checkpoint import check_state_shapes, load_model_state, save_model_state
 from .config import GPTConfig
 from .kv_cache import KVCache
 
@@ -118,3 +120,27 @@ class GPTModel(nn.Module):
     def num_parameters(self) -> int:
         """参数个数（共享的权重只算一次，与 torch 的 sum(p.numel() for p in model.parameters()) 相同）。"""
         return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------ 检查点（格式见 checkpoint.py）
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """参数名 → NumPy 数组（与模型共享内存）。"""
+        return {k: v.data for k, v in self.state_dict().items()}
+
+    def load_arrays(self, state: dict[str, Any]) -> None:
+        """按名字载入参数；键或形状不一致时报出键名与两边的形状。"""
+        check_state_shapes({k: v.shape for k, v in self.state_dict().items()}, state)
+        self.load_state_dict(state)
+
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """保存为 safetensors + config.json（可被 gpt_torch 直接读取）。"""
+        return save_model_state(directory, self.state_arrays(), self.cfg, extra)
+
+    @classmethod
+    def load(cls, directory: str | Path, dtype: Any = None) -> GPTModel:
+        """从检查点目录（任一轨道保存的）建立模型。"""
+        state, cfg, _ = load_model_state(directory)
+        model = cls(cfg)
+        if dtype is not None:
+            model.to(dtype)
+        model.load_arrays(state)
+        return model

@@ -5,10 +5,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gpt_numpy.checkpoint import check_state_shapes, load_model_state, save_model_state
 from gpt_numpy.config import GPTConfig
 
 from .attention import MultiHeadAttention
@@ -111,3 +116,40 @@ class GPTModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------ 检查点（格式见 gpt_numpy/checkpoint.py）
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """参数名 → NumPy 数组（bf16/fp16 参数转成 float32 保存）。"""
+        out = {}
+        for k, v in self.state_dict().items():
+            t = v.detach().cpu()
+            if t.dtype in (torch.bfloat16, torch.float16):
+                t = t.float()
+            out[k] = t.numpy()
+        return out
+
+    def load_arrays(self, state: dict[str, Any]) -> None:
+        """按名字载入参数（NumPy 数组或张量）；键或形状不一致时报出键名与两边的形状。"""
+        own = self.state_dict()
+        check_state_shapes({k: tuple(v.shape) for k, v in own.items()}, state)
+        with torch.no_grad():
+            for k, v in own.items():
+                v.copy_(torch.as_tensor(np.asarray(state[k]) if not isinstance(state[k], torch.Tensor) else state[k]))
+
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """保存为 safetensors + config.json（可被 gpt_numpy 直接读取）。"""
+        return save_model_state(directory, self.state_arrays(), self.cfg, extra)
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, dtype: torch.dtype | None = None, device: Any = None, attn_impl: str = "sdpa"
+    ) -> GPTModel:
+        """从检查点目录（任一轨道保存的）建立模型。"""
+        state, cfg, _ = load_model_state(directory)
+        model = cls(cfg, attn_impl=attn_impl)
+        if dtype is not None:
+            model.to(dtype)
+        model.load_arrays(state)
+        if device is not None:
+            model.to(device)
+        return model
