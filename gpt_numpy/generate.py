@@ -1,0 +1,138 @@
+"""文本生成：原书的贪心 generate_text_simple，以及带温度、top-k、top-p、eos、种子和 KV 缓存的 generate。
+
+生成循环 ``stream_tokens`` 与框架无关：它只需要一个 ``step(tokens, cache) -> logits`` 函数，
+gpt_torch 用同一个循环（所以两条轨道在同样的种子下生成同样的文本）。
+
+上下文裁剪：输入超过 context_length 时只保留最后 context_length 个词元。
+KV 缓存写满后，新词元的位置会越过位置嵌入表，而 GPT 用的是绝对位置嵌入——窗口一滑动，
+所有旧的键值都对应了新的位置，缓存失效。此时每一步都用最后 context_length 个词元重新计算
+（与不用缓存的结果一致，只是更慢）。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .sampling import sample_next
+
+StepFn = Callable[[np.ndarray, Any], np.ndarray]
+"""step(tokens (B, T) int64, cache 或 None) -> 最后一个位置的 logits (B, V)。"""
+
+
+def stream_tokens(
+    step: StepFn,
+    idx: np.ndarray,
+    max_new_tokens: int,
+    context_length: int,
+    new_cache: Callable[[], Any] | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    seed: int | None = None,
+) -> Iterator[np.ndarray]:
+    """逐个产出新词元 (B,)。new_cache 为 None 时不用缓存。
+
+    eos_id：某一行生成 eos 后，该行之后都填 eos；所有行都结束时停止（eos 本身不产出）。
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx 必须是 (B, T) 且 T ≥ 1 的整数数组，收到形状 {idx.shape}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens 不能为负，收到 {max_new_tokens}")
+    rng = np.random.default_rng(seed)
+    tokens = idx[:, -context_length:]
+    cache = new_cache() if new_cache is not None else None
+    done = np.zeros(len(idx), dtype=bool)
+    logits = step(tokens, cache)
+    for i in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_k, top_p, rng)
+        if eos_id is not None:
+            nxt = np.where(done, eos_id, nxt)
+            done |= nxt == eos_id
+            if done.all():
+                return
+        yield nxt
+        if i == max_new_tokens - 1:
+            return
+        tokens = np.concatenate([tokens, nxt[:, None]], axis=1)[:, -context_length:]
+        if cache is not None and cache.pos < context_length:
+            logits = step(nxt[:, None], cache)
+        else:
+            if cache is not None:
+                cache.reset()
+            logits = step(tokens, cache)
+
+
+def _numpy_step(model: Any) -> StepFn:
+    import tinytensor as tt
+
+    def step(tokens: np.ndarray, cache: Any) -> np.ndarray:
+        with tt.no_grad():
+            return model(tokens, cache).data[:, -1, :]
+
+    return step
+
+
+def generate(
+    model: Any,
+    idx: Any,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    context_size: int | None = None,
+) -> np.ndarray:
+    """生成 max_new_tokens 个词元，返回 (B, T + 新词元数) 的 id 数组（gpt_numpy 模型）。"""
+    ids = np.asarray(getattr(idx, "data", idx), dtype=np.int64)
+    ctx = context_size or model.cfg.context_length
+    new = list(stream_generate(model, ids, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache, ctx))
+    if not new:
+        return ids
+    return np.concatenate([ids, np.stack(new, axis=1)], axis=1)
+
+
+def stream_generate(
+    model: Any,
+    idx: Any,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    context_size: int | None = None,
+) -> Iterator[np.ndarray]:
+    """与 generate 相同，但逐个产出新词元 (B,)，用于流式输出。生成期间模型处于 eval 模式。"""
+    ids = np.asarray(getattr(idx, "data", idx), dtype=np.int64)
+    ctx = min(context_size or model.cfg.context_length, model.cfg.context_length)
+    was_training = model.training
+    model.eval()
+    try:
+        new_cache = (lambda: model.new_cache(len(ids))) if use_cache else None
+        yield from stream_tokens(
+            _numpy_step(model), ids, max_new_tokens, ctx, new_cache, temperature, top_k, top_p, eos_id, seed
+        )
+    finally:
+        model.train(was_training)
+
+
+def generate_text_simple(model: Any, idx: Any, max_new_tokens: int, context_size: int) -> np.ndarray:
+    """原书的最简贪心生成：每步把（截断后的）整个序列送进模型，取最后一个位置 logits 的 argmax。"""
+    import tinytensor as tt
+
+    ids = np.asarray(getattr(idx, "data", idx), dtype=np.int64)
+    for _ in range(max_new_tokens):
+        idx_cond = ids[:, -context_size:]  # 只保留最后 context_size 个词元
+        with tt.no_grad():
+            logits = model(idx_cond).data[:, -1, :]  # (B, V)
+        idx_next = np.argmax(logits, axis=-1)[:, None]  # (B, 1)
+        ids = np.concatenate([ids, idx_next], axis=1)
+    return ids

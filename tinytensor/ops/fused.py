@@ -1,0 +1,147 @@
+"""融合算子：为了速度把多步计算合成一个节点，前向与反向都调用 kernels 里的内核。
+
+每个融合算子在 tinytensor/functional.py 里都有一个由基本算子拼出来的“孪生”实现，
+测试保证两者前向、反向一致。融合的好处：少建很多计算图节点、少存很多中间数组。
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import kernels
+from ..autograd import Function
+
+
+class LayerNorm(Function):
+    """y = (x - μ) / √(σ² + ε) · w + b，沿最后一维归一化，σ² 为有偏方差。
+
+    记 x̂ = (x - μ)·rstd，ĝ = g·w，则
+    dL/dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ · x̂))，dL/dw = Σ g·x̂，dL/db = Σ g。
+    """
+
+    @staticmethod
+    def forward(ctx, x, w=None, b=None, *, eps=1e-5):
+        c = x.shape[-1]
+        x2 = x.reshape(-1, c)
+        y, mean, rstd = kernels.layer_norm_fwd(x2, w, b, eps)
+        ctx.save_for_backward(x2, w, mean, rstd)
+        ctx.shape = x.shape
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, w, mean, rstd = ctx.saved_tensors
+        g2 = g.reshape(x2.shape)
+        dx, dw, db = kernels.layer_norm_bwd(g2, x2, w, mean, rstd)
+        dx = dx.reshape(ctx.shape)
+        n = len(ctx.needs_input_grad)
+        return (dx, dw, db)[:n]
+
+
+class CrossEntropy(Function):
+    """交叉熵：L_i = log Σ_j e^(z_ij) - z_{i,t_i}；dL_i/dz_i = softmax(z_i) - onehot(t_i)。
+
+    logits 形状 (N, V)，targets 形状 (N,)（关键字参数）。target == ignore_index 的行
+    不计损失也没有梯度；reduction="mean" 时除以未被忽略的行数。
+    """
+
+    @staticmethod
+    def forward(ctx, logits, *, targets, ignore_index=-100, reduction="mean"):
+        loss_rows, lse = kernels.cross_entropy_fwd(logits, targets, ignore_index)
+        valid = targets != ignore_index
+        ctx.save_for_backward(logits, targets, lse, valid)
+        ctx.reduction, ctx.ignore_index = reduction, ignore_index
+        if reduction == "none":
+            return loss_rows
+        total = loss_rows.sum(dtype=logits.dtype)
+        if reduction == "sum":
+            return np.asarray(total)
+        n = int(valid.sum())
+        ctx.n = n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(total / np.asarray(n, dtype=logits.dtype))
+
+    @staticmethod
+    def backward(ctx, g):
+        logits, targets, lse, valid = ctx.saved_tensors
+        if ctx.reduction == "none":
+            row_scale = g.astype(logits.dtype, copy=False)
+        elif ctx.reduction == "sum":
+            row_scale = np.full(len(targets), g, dtype=logits.dtype)
+        else:
+            row_scale = np.full(len(targets), g / max(ctx.n, 1), dtype=logits.dtype)
+        row_scale = np.where(valid, row_scale, np.zeros((), dtype=logits.dtype))
+        return kernels.cross_entropy_bwd(logits, targets, lse, row_scale)
+
+
+class Gelu(Function):
+    """GELU 的 tanh 近似（GPT-2 用的版本）：
+    y = ½x(1 + tanh u)，u = √(2/π)(x + 0.044715x³)；
+    dy/dx = ½(1 + t) + ½x(1 - t²)·√(2/π)(1 + 3·0.044715x²)，t = tanh u。
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        y, t = kernels.gelu_fwd(x)
+        ctx.save_for_backward(x, t)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        return kernels.gelu_bwd(g, x, t)
+
+
+class ScaledDotProductAttention(Function):
+    """注意力：y = softmax(q kᵀ · s + mask) v，q/k/v 形状 (..., T, hs)，s = 1/√hs。
+
+    记 P = softmax(S)，S = q kᵀ · s，则
+    dL/dv = Pᵀ g，dL/dP = g vᵀ，dL/dS = P ⊙ (dL/dP - Σ_j dL/dP_ij P_ij)，
+    dL/dq = dL/dS · k · s，dL/dk = dL/dSᵀ · q · s。
+    因果掩码 (is_causal) 把 j > i 的分数置为 -inf；dropout 掩码（可选）作用在 P 上。
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, *, is_causal=False, scale=None, dropout_mask=None, attn_mask=None):
+        hs = q.shape[-1]
+        s = 1.0 / math.sqrt(hs) if scale is None else scale
+        scores = np.matmul(q, np.swapaxes(k, -1, -2))
+        scores *= np.asarray(s, dtype=scores.dtype)
+        tq, tk = q.shape[-2], k.shape[-2]
+        if is_causal:
+            causal = np.triu(np.ones((tq, tk), dtype=bool), k=1)  # 与 torch 相同：左上角对齐
+            scores = np.where(causal, np.asarray(-np.inf, dtype=scores.dtype), scores)
+        if attn_mask is not None:
+            if attn_mask.dtype == np.bool_:
+                scores = np.where(attn_mask, scores, np.asarray(-np.inf, dtype=scores.dtype))
+            else:
+                scores = scores + attn_mask
+        m = scores.max(axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, np.zeros((), dtype=scores.dtype))
+        p = np.exp(scores - m)
+        denom = p.sum(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p /= denom
+        if not np.all(denom > 0):
+            p = np.where(denom > 0, p, np.zeros((), dtype=p.dtype))
+        pd = p * dropout_mask if dropout_mask is not None else p
+        ctx.save_for_backward(q, k, v, p, dropout_mask)
+        ctx.scale = s
+        return np.matmul(pd, v)
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v, p, dmask = ctx.saved_tensors
+        s = np.asarray(ctx.scale, dtype=g.dtype)
+        pd = p * dmask if dmask is not None else p
+        dv = np.matmul(np.swapaxes(pd, -1, -2), g)
+        dp = np.matmul(g, np.swapaxes(v, -1, -2))
+        if dmask is not None:
+            dp *= dmask
+        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+        ds *= s
+        dq = np.matmul(ds, k)
+        dk = np.matmul(np.swapaxes(ds, -1, -2), q)
+        return dq, dk, dv

@@ -1,0 +1,94 @@
+"""矩阵乘法与线性层。
+
+y = a @ b 的反向：dL/da = g @ bᵀ，dL/db = aᵀ @ g（ᵀ 只交换最后两维）。
+1 维输入按 numpy/torch 的规则临时补成矩阵，算完再去掉补的维。
+批维可以广播；批维上的梯度求和交给 autograd.unbroadcast。
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+
+
+def _mT(x: np.ndarray) -> np.ndarray:
+    return np.swapaxes(x, -1, -2)
+
+
+class MatMul(Function):
+    """y = a @ b（支持 1 维、2 维与带广播的批量矩阵乘）。"""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise RuntimeError(f"matmul：输入不能是标量，收到形状 {tuple(a.shape)} 和 {tuple(b.shape)}")
+        ka = a.shape[-1]
+        kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
+        if ka != kb:
+            raise RuntimeError(
+                f"matmul：形状 {tuple(a.shape)} 与 {tuple(b.shape)} 无法相乘（内维 {ka} ≠ {kb}）"
+            )
+        try:
+            out = np.matmul(a, b)
+        except ValueError:
+            raise RuntimeError(f"matmul：批维无法广播，形状 {tuple(a.shape)} 与 {tuple(b.shape)}") from None
+        ctx.save_for_backward(a, b)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = np.expand_dims(g, -1)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = np.matmul(g, _mT(b2))
+            if a.ndim == 1:
+                ga = ga[..., 0, :]
+        if ctx.needs_input_grad[1]:
+            if b2.ndim == 2 and a2.ndim > 2:
+                # b 被所有批共享：把批维摊平成一次大矩阵乘，比逐批相乘再求和快得多
+                k, m = a2.shape[-1], g.shape[-1]
+                gb = a2.reshape(-1, k).T @ g.reshape(-1, m)
+            else:
+                gb = np.matmul(_mT(a2), g)
+            if b.ndim == 1:
+                gb = gb[..., 0]
+        return ga, gb
+
+
+class Linear(Function):
+    """y = x @ Wᵀ + b，W 形状 (out, in)（与 torch 相同）。
+
+    反向：dL/dx = g @ W，dL/dW = gᵀ @ x，dL/db = Σ g；
+    x 的批维 (B, T, ...) 先摊平成行，使每个梯度都是一次二维矩阵乘。
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b=None):
+        if x.shape[-1] != w.shape[1]:
+            raise RuntimeError(
+                f"linear：输入最后一维 {x.shape[-1]} 与权重形状 {tuple(w.shape)}（out, in）的 in 不一致"
+            )
+        ctx.save_for_backward(x, w)
+        out = x @ w.T
+        if b is not None:
+            out += b
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        g2 = g.reshape(-1, g.shape[-1])
+        gx = (g2 @ w).reshape(x.shape) if need[0] else None
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
+        if len(need) == 3:
+            gb = g2.sum(axis=0) if need[2] else None
+            return gx, gw, gb
+        return gx, gw
