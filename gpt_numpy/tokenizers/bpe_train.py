@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import gc
 import heapq
 import time
 from collections import Counter, defaultdict
@@ -40,6 +41,20 @@ def train_bpe(
     """
     if n_tokens < 256:
         raise ValueError(f"字节级 BPE 的词表至少要有 256 个词元（每个字节一个），实际要求 {n_tokens}")
+    # 训练中会新建数百万个小列表、元组和集合，它们之间没有循环引用；
+    # 关掉循环垃圾回收可省去它反复扫描这些对象的时间（实测训练快将近一倍），结束后恢复原状。
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _train(chunk_counts, n_tokens, verbose)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _train(
+    chunk_counts: Mapping[str, int], n_tokens: int, verbose: bool
+) -> tuple[list[bytes], list[tuple[int, int, int]]]:
     t0 = time.perf_counter()
     words: list[list[int]] = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
     counts: list[int] = list(chunk_counts.values())
