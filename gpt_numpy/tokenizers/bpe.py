@@ -158,6 +158,8 @@ class BPETokenizer(Tokenizer):
         """把 id 序列解码为字节串（不做 UTF-8 解码）。"""
         ids = as_int_list(ids)
         table = self._id_to_bytes
+        if ids and min(ids) < 0:
+            check_ids(ids, self.vocab_size)
         try:
             return b"".join(table[i] for i in ids)  # type: ignore[misc]
         except (IndexError, TypeError):
