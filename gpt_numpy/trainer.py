@@ -78,6 +78,7 @@ class Backend(Protocol):
     def rng_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
     def set_rng_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
     def barrier(self) -> None: ...
+    def agree(self, flag: bool) -> bool: ...
 
 
 @dataclass
@@ -393,7 +394,8 @@ class Trainer:
                     self.save(LAST)
                 if self._stop is None and t.max_time and elapsed >= t.max_time:
                     self._stop = ("max_time", 0)
-                if self._stop is not None:
+                if be.agree(self._stop is not None):  # 多进程时所有进程在同一步停下
+                    self._stop = self._stop or ("SIGTERM", 128 + signal.SIGTERM)
                     self.save(LAST)
                     self._plot()
                     reason, code = self._stop
