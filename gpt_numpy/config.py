@@ -129,6 +129,7 @@ class TrainConfig:
     resume: str = "auto"  # auto：有 last 检查点就续训 | never：从头开始 | must：必须续训
     progress: bool = True  # 显示 tqdm 进度条
     max_time: float = 0.0  # 训练时长上限（秒），到时保存并结束；0 表示不限
+    stop_at: int = 0  # 训练到第几步先停下（保存检查点，之后用同样的命令续训）；0 表示不提前停
     # 仅 gpt_torch 使用
     device: str = "auto"  # auto | cpu | cuda | mps
     compile: bool = False

@@ -121,6 +121,9 @@ class NumpyBackend:
     def barrier(self) -> None:
         pass
 
+    def agree(self, flag: bool) -> bool:
+        return flag
+
 
 def build_model_config(tcfg: TrainConfig, model_overrides: dict[str, Any], vocab_size: int) -> GPTConfig:
     """由预设、命令行覆盖与分词器的词表大小得到模型配置。"""

@@ -40,7 +40,7 @@ from .train_state import (
 RESUME_MUTABLE = {
     "max_steps", "epochs", "eval_interval", "log_interval", "save_interval", "progress", "max_time", "out_dir",
     "resume", "sample_prompt", "sample_tokens", "sample_temperature", "sample_top_k", "device", "compile", "amp",
-    "eval_batches",
+    "eval_batches", "stop_at",
 }
 
 
@@ -78,6 +78,7 @@ class Backend(Protocol):
     def rng_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
     def set_rng_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
     def barrier(self) -> None: ...
+    def agree(self, flag: bool) -> bool: ...
 
 
 @dataclass
@@ -393,13 +394,18 @@ class Trainer:
                     self.save(LAST)
                 if self._stop is None and t.max_time and elapsed >= t.max_time:
                     self._stop = ("max_time", 0)
-                if self._stop is not None:
+                if self._stop is None and t.stop_at and self.step >= t.stop_at and self.step < self.total_steps:
+                    self._stop = ("stop_at", 0)
+                if be.agree(self._stop is not None):  # 多进程时所有进程在同一步停下
+                    self._stop = self._stop or ("SIGTERM", 128 + signal.SIGTERM)
                     self.save(LAST)
                     self._plot()
                     reason, code = self._stop
                     msg = f"已在第 {self.step} 步保存检查点 {self.out / LAST}"
                     if reason == "max_time":
                         msg = f"达到时间上限 {t.max_time:.0f} 秒，" + msg + "；用同样的命令即可继续训练"
+                    elif reason == "stop_at":
+                        msg = f"按 stop_at={t.stop_at} 暂停，" + msg + "；去掉 --stop_at 再运行即可继续训练"
                     raise TrainingInterrupted(msg, code)
         finally:
             if bar is not None:
