@@ -16,7 +16,8 @@ from helpers_ops import make_value  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
-from torch_compare import LAYOUTS, compare, same_dtype  # noqa: E402
+from torch_compare import LAYOUTS, same_dtype  # noqa: E402
+from torch_compare import compare as _compare  # noqa: E402
 
 import tinytensor as tt  # noqa: E402
 
@@ -29,6 +30,12 @@ layouts = st.sampled_from(LAYOUTS)
 dtypes = st.sampled_from([np.float64, np.float32])
 shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4)
 seeds = st.integers(0, 2**31 - 1)
+
+
+def compare(fn_tt, fn_torch, arrays, dtype, layout):
+    """float32 时放宽绝对误差：随机形状最多 256 个元素，求和的舍入误差比用例表里的大。"""
+    atol = 5e-5 if dtype == np.float32 else None
+    return _compare(fn_tt, fn_torch, arrays, dtype, layout, atol=atol)
 
 
 def _vals(domain: str, shape: tuple[int, ...], seed: int) -> np.ndarray:

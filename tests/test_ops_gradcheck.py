@@ -30,11 +30,27 @@ def test_gradcheck_second_draw(case: Case) -> None:
     assert tt.gradcheck(lambda *a: run_tt(case, a), xs)
 
 
+class _Spy(Function):
+    """恒等算子，记录反向时流经它的梯度的 dtype（检查图内部的梯度，而不只是叶子的 .grad）。"""
+
+    seen: list = []
+
+    @staticmethod
+    def forward(ctx, a):
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        _Spy.seen.append(g.dtype)
+        return g
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_float32_stays_float32(case: Case) -> None:
-    """float32 输入：输出、每个梯度都是 float32，且有限。"""
+    """float32 输入：输出、流经图内部的梯度、每个叶子的梯度都是 float32，且有限。"""
     xs = tt_inputs(case, np.float32)
-    out = run_tt(case, xs)
+    _Spy.seen = []
+    out = run_tt(case, [_Spy.apply(x) for x in xs])
     if case.keeps_dtype:
         assert out.dtype == tt.float32, f"输出 dtype {out.dtype}"
     out.backward(upstream(out.shape, out.dtype))
@@ -43,6 +59,7 @@ def test_float32_stays_float32(case: Case) -> None:
         assert x.grad.dtype == tt.float32, f"输入 {i} 的梯度 dtype {x.grad.dtype}"
         assert x.grad.shape == x.shape
         assert np.all(np.isfinite(x.grad.data))
+    assert _Spy.seen and all(d == np.float32 for d in _Spy.seen), _Spy.seen
 
 
 # ---------------------------------------------------------------------------- dropout：掩码固定
