@@ -32,9 +32,18 @@ def is_grad_enabled() -> bool:
 
 
 class _GradMode:
-    """no_grad / enable_grad 的公共实现：既是上下文管理器，也是装饰器。"""
+    """no_grad / enable_grad 的公共实现：既是上下文管理器，也是装饰器
+    （``@tt.no_grad()`` 与不带括号的 ``@tt.no_grad`` 都可以，与 torch 相同）。"""
 
     mode: bool = True
+
+    def __new__(cls, fn: Any = None) -> Any:
+        if callable(fn):  # 不带括号当装饰器用：no_grad(fn)
+            return cls()(fn)
+        return super().__new__(cls)
+
+    def __init__(self, fn: Any = None) -> None:
+        pass
 
     def __enter__(self) -> None:
         global _grad_enabled
@@ -67,13 +76,29 @@ class enable_grad(_GradMode):  # noqa: N801
 
 
 class set_grad_enabled(_GradMode):  # noqa: N801
-    """按参数打开或关闭梯度记录。"""
+    """按参数打开或关闭梯度记录。与 torch 相同：直接调用 ``set_grad_enabled(False)`` 立即生效；
+    当上下文管理器用时，退出后恢复调用前的状态。"""
+
+    def __new__(cls, mode: bool = True) -> set_grad_enabled:
+        return object.__new__(cls)
 
     def __init__(self, mode: bool = True) -> None:
+        global _grad_enabled
         self.mode = bool(mode)
+        self._prev = _grad_enabled
+        _grad_enabled = self.mode
+
+    def __enter__(self) -> None:
+        pass  # 构造时已经生效
+
+    def __exit__(self, *exc: object) -> None:
+        global _grad_enabled
+        _grad_enabled = self._prev
 
     def __call__(self, fn: _F) -> _F:  # 与 torch 一致：作为装饰器时沿用同一模式
+        global _grad_enabled
         mode = self.mode
+        _grad_enabled = self._prev  # 装饰器只在函数调用期间生效，撤销构造时的设置
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

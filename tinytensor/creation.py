@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +11,7 @@ from . import dtypes as _dt
 from . import random as _random
 from .ops import elementwise as E
 from .ops import movement as MV
-from .tensor import Tensor
+from .tensor import Tensor, _dim, _promote
 
 
 def _shape(size: Sequence[Any]) -> tuple[int, ...]:
@@ -137,7 +136,7 @@ def _as_tensor_list(tensors: Sequence[Any], name: str) -> list[Tensor]:
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """沿已有的维 dim 拼接。"""
     ts = _as_tensor_list(tensors, "cat")
-    d = dim % builtins.max(ts[0].ndim, 1)
+    d = _dim(dim, ts[0].ndim)
     return MV.Cat.apply(*ts, dim=d)
 
 
@@ -147,7 +146,7 @@ concat = cat
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """在新维 dim 上堆叠。"""
     ts = _as_tensor_list(tensors, "stack")
-    d = dim % (ts[0].ndim + 1)
+    d = _dim(dim, ts[0].ndim + 1)
     return MV.Stack.apply(*ts, dim=d)
 
 
@@ -163,6 +162,7 @@ def where(condition: Any, input: Any, other: Any) -> Tensor:  # noqa: A002
         return Tensor._wrap(np.where(cond, input, other), False)
     x = ref._lift(input)
     z = ref._lift(other)
+    x, z = _promote(x, z)
     try:
         np.broadcast_shapes(cond.shape, x.shape, z.shape)
     except ValueError:

@@ -48,6 +48,27 @@ def _to_array(data: Any, dtype: Any = None) -> np.ndarray:
     return arr
 
 
+def _promote(a: Tensor, b: Tensor, true_div: bool = False) -> tuple[Tensor, Tensor]:
+    """按 torch 的类型提升统一整数与浮点：整数/布尔一方转成浮点一方的类型
+    （NumPy 会把 int64 与 float32 提升成 float64，torch 得 float32）；整数相除得默认浮点类型。
+    被转换的一方不是浮点，不可能需要梯度，所以直接换数据。"""
+    fa, fb = a.dtype.kind == "f", b.dtype.kind == "f"
+    if fa and not fb:
+        b = Tensor._wrap(b.data.astype(a.dtype), False)
+    elif fb and not fa:
+        a = Tensor._wrap(a.data.astype(b.dtype), False)
+    elif true_div and not fa and not fb:
+        d = _dt.get_default_dtype()
+        a, b = Tensor._wrap(a.data.astype(d), False), Tensor._wrap(b.data.astype(d), False)
+    return a, b
+
+
+def _dim(dim: Any, ndim: int) -> int:
+    """检查并规范一个维度下标（负数从后数）；越界时报错而不是取模绕回（与 torch 相同）。"""
+    (d,) = R.normalize_dims(int(dim), ndim)
+    return d
+
+
 def _check_requires_grad(arr: np.ndarray, requires_grad: bool) -> None:
     if requires_grad and arr.dtype.kind != "f":
         raise RuntimeError(f"只有浮点张量才能 requires_grad=True，而该张量的 dtype 是 {arr.dtype}")
@@ -266,6 +287,7 @@ class Tensor:
     def _binary(self, op: type[autograd.Function], other: Any, reverse: bool = False) -> Tensor:
         o = self._lift(other)
         a, b = (o, self) if reverse else (self, o)
+        a, b = _promote(a, b, true_div=op is E.Div)
         try:
             return op.apply(a, b)
         except ValueError as e:
@@ -301,6 +323,9 @@ class Tensor:
 
     def __pow__(self, o: Any) -> Tensor:
         if isinstance(o, (int, builtins.float, np.integer, np.floating)) and not isinstance(o, bool):
+            if self.dtype.kind != "f" and isinstance(o, (builtins.float, np.floating)):
+                # 整数张量的浮点次幂得默认浮点类型（与 torch 相同）
+                return E.PowScalar.apply(self.type(_dt.get_default_dtype()), exponent=o)
             return E.PowScalar.apply(self, exponent=o)
         return self._binary(E.Pow, o)
 
@@ -531,27 +556,28 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         if self.ndim == 0:
             return self.reshape(1)
-        s = start_dim % self.ndim
-        e = end_dim % self.ndim
+        s = _dim(start_dim, self.ndim)
+        e = _dim(end_dim, self.ndim)
         shape = self.shape[:s] + (int(np.prod(self.shape[s : e + 1], dtype=np.int64)),) + self.shape[e + 1 :]
         return self.reshape(shape)
 
     def unflatten(self, dim: int, sizes: Sequence[int]) -> Tensor:
-        d = dim % self.ndim
+        d = _dim(dim, self.ndim)
         return self.reshape(self.shape[:d] + tuple(sizes) + self.shape[d + 1 :])
 
     def permute(self, *dims: Any) -> Tensor:
         ds = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        if sorted(d % max(self.ndim, 1) for d in ds) != list(range(self.ndim)):
+        ok = len(ds) == self.ndim and all(-self.ndim <= int(d) < self.ndim for d in ds)
+        if not ok or sorted(int(d) % self.ndim for d in ds) != list(range(self.ndim)):
             raise RuntimeError(f"permute：{ds} 不是 {self.ndim} 个维度的一个排列")
-        ds = tuple(d % self.ndim for d in ds)
+        ds = tuple(int(d) % self.ndim for d in ds)
         return MV.Permute.apply(self, dims=ds)
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
         if self.ndim < 2:
             return self
         dims = list(range(self.ndim))
-        a, b = dim0 % self.ndim, dim1 % self.ndim
+        a, b = _dim(dim0, self.ndim), _dim(dim1, self.ndim)
         dims[a], dims[b] = dims[b], dims[a]
         return MV.Permute.apply(self, dims=tuple(dims))
 
@@ -561,7 +587,7 @@ class Tensor:
         return self.transpose(0, 1)
 
     def unsqueeze(self, dim: int) -> Tensor:
-        d = dim % (self.ndim + 1)
+        d = _dim(dim, self.ndim + 1)
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
     def squeeze(self, dim: Any = None) -> Tensor:
@@ -594,7 +620,8 @@ class Tensor:
         )
 
     def split(self, split_size: Any, dim: int = 0) -> tuple[Tensor, ...]:
-        n = self.shape[dim]
+        d = _dim(dim, self.ndim)
+        n = self.shape[d]
         if isinstance(split_size, int):
             if split_size <= 0:
                 raise ValueError(f"split_size 必须为正，收到 {split_size}")
@@ -604,7 +631,6 @@ class Tensor:
             if sum(sizes) != n:
                 raise RuntimeError(f"split：各段长度之和 {sum(sizes)} 不等于第 {dim} 维的长度 {n}")
         out, start = [], 0
-        d = dim % self.ndim
         for s in sizes:
             key = (slice(None),) * d + (slice(start, start + s),)
             out.append(MV.Index.apply(self, key=key))
@@ -620,7 +646,7 @@ class Tensor:
         idx = np.asarray(index.data if isinstance(index, Tensor) else index)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"gather 的 index 必须是整数张量，收到 dtype {idx.dtype}")
-        return MV.Gather.apply(self, dim=dim % self.ndim, index=idx.astype(np.int64, copy=False))
+        return MV.Gather.apply(self, dim=_dim(dim, self.ndim), index=idx.astype(np.int64, copy=False))
 
     def __getitem__(self, key: Any) -> Tensor:
         return MV.Index.apply(self, key=_convert_key(key))

@@ -104,6 +104,13 @@ def _dropout_mask(shape: tuple[int, ...], p: float, dtype: np.dtype) -> np.ndarr
     return keep.astype(dtype) * np.asarray(1.0 / (1.0 - p), dtype=dtype)
 
 
+def _check_targets(name: str, t: np.ndarray, num_classes: int, ignore_index: int) -> None:
+    """类别必须在 [0, V) 内（等于 ignore_index 的除外）；否则报出第一个越界的类别。"""
+    bad = (t != ignore_index) & ((t < 0) | (t >= num_classes))
+    if np.any(bad):
+        raise IndexError(f"{name}：目标类别 {int(t[bad].ravel()[0])} 超出范围 [0, {num_classes})")
+
+
 def cross_entropy(
     input: Tensor,  # noqa: A002
     target: Any,
@@ -131,6 +138,7 @@ def cross_entropy(
         raise RuntimeError(
             f"cross_entropy：target 形状 {t.shape} 与 logits 形状 {tuple(input.shape)} 不匹配（应为 {expect}）"
         )
+    _check_targets("cross_entropy", t, logits.shape[-1], ignore_index)
     loss = FU.CrossEntropy.apply(
         logits, targets=t.reshape(-1).astype(np.int64, copy=False), ignore_index=ignore_index, reduction=reduction
     )
@@ -142,6 +150,7 @@ def cross_entropy(
 def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:  # noqa: A002
     """负对数似然：input 是 log 概率 (N, V)。"""
     t = _arr(target).astype(np.int64)
+    _check_targets("nll_loss", t, input.shape[-1], ignore_index)
     valid = t != ignore_index
     picked = input.gather(1, np.where(valid, t, 0)[:, None]).squeeze(1)
     losses = -picked * Tensor._wrap(valid.astype(input.dtype), False)

@@ -51,7 +51,9 @@ class CrossEntropy(Function):
     def forward(ctx, logits, *, targets, ignore_index=-100, reduction="mean"):
         loss_rows, lse = kernels.cross_entropy_fwd(logits, targets, ignore_index)
         valid = targets != ignore_index
-        ctx.save_for_backward(logits, targets, lse, valid)
+        # 被忽略的行换成类别 0 再交给反向内核（它们的 row_scale 为 0）：ignore_index 可以在 [0, V) 之外
+        safe = np.where(valid, targets, 0) if not np.all(valid) else targets
+        ctx.save_for_backward(logits, safe, lse, valid)
         ctx.reduction, ctx.ignore_index = reduction, ignore_index
         if reduction == "none":
             return loss_rows

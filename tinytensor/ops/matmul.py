@@ -41,10 +41,11 @@ class MatMul(Function):
         a, b = ctx.saved_tensors
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            g = np.expand_dims(g, -2)
+        # 先补 b 的维（最后一维）再补 a 的维（倒数第二维）：1 维 @ 1 维时 g 是标量，顺序反了会越界
         if b.ndim == 1:
             g = np.expand_dims(g, -1)
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = np.matmul(g, _mT(b2))

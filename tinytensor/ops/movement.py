@@ -107,7 +107,12 @@ class Gather(Function):
         if index.size and (index.min() < -n or index.max() >= n):
             bad = index[(index < -n) | (index >= n)].ravel()[0]
             raise IndexError(f"gather：下标 {int(bad)} 超出第 {dim} 维的范围 [0, {n})")
-        return np.take_along_axis(a, index, axis=dim)
+        if any(i > s for d, (i, s) in enumerate(zip(index.shape, a.shape)) if d != dim):
+            raise RuntimeError(f"gather：index 形状 {index.shape} 在第 {dim} 维以外不能大于输入形状 {a.shape}")
+        # 与 torch 相同：输出形状就是 index 的形状；index 在其它维上可以比输入短（只取前面那部分），
+        # 不能让 take_along_axis 把 index 广播到输入的长度
+        head = tuple(slice(None) if d == dim else slice(0, i) for d, i in enumerate(index.shape))
+        return np.take_along_axis(a[head], index, axis=dim)
 
     @staticmethod
     def backward(ctx, g):

@@ -113,4 +113,4 @@ class MaxAll(Function):
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        return mask * (g / mask.sum())
+        return mask * (g / np.asarray(mask.sum(), dtype=g.dtype))  # 计数转成 g 的类型，float32 不被提升成 float64
