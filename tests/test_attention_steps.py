@@ -193,3 +193,18 @@ def test_head_order_matters() -> None:
 def test_wrapper_rejects_indivisible_heads() -> None:
     with pytest.raises(ValueError, match="整除"):
         MultiHeadAttentionWrapper(D_IN, 7, T, 0.0, 2)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["causal", "wrapper", "mha"])
+def test_dropout_applies_under_no_grad_in_train_mode(index: int) -> None:
+    """与 torch 相同：dropout 只看 train/eval 模式，不看是否在 no_grad 下（融合的注意力算子曾经漏掉这一点）。"""
+    m = _causal_modules(dropout=0.5)[index]
+    x = tt.tensor(_x(b=1))
+    with tt.no_grad():
+        tt.manual_seed(0)
+        y1 = m(x).data
+        y2 = m(x).data
+        m.eval()
+        y_eval = m(x).data
+    assert np.abs(y1 - y2).max() > 1e-6
+    assert np.abs(y1 - y_eval).max() > 1e-6

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from .. import random as _random
-from ..autograd import is_grad_enabled
 from ..ops import elementwise as E
 from ..ops import fused as FU
 from ..ops import matmul as MM
@@ -180,7 +179,7 @@ def scaled_dot_product_attention(
         raise RuntimeError("is_causal 与 attn_mask 不能同时给出（与 torch 相同）")
     mask = None if attn_mask is None else _arr(attn_mask)
     dmask = None
-    if dropout_p > 0.0 and is_grad_enabled():
+    if dropout_p > 0.0:  # 与 torch 相同：只看 dropout_p，不看是否在 no_grad 下
         shape = query.shape[:-1] + (key.shape[-2],)
         dmask = _dropout_mask(np.broadcast_shapes(shape), dropout_p, query.dtype)
     return FU.ScaledDotProductAttention.apply(
