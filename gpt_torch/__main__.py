@@ -1,14 +1,67 @@
-"""命令行入口：python -m gpt_torch <命令>。"""
+"""命令行入口：python -m gpt_torch <train|generate|eval> ...（PyTorch 轨道，参数与 gpt_numpy 相同）。"""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpt_numpy.cli import Track
+from gpt_numpy.cli import main as cli_main
+from gpt_numpy.config import TrainConfig
+
+EXTRA_HELP = """
+PyTorch 轨道另有：--device=auto|cpu|cuda|mps、--amp=auto|bf16|fp32、--compile=true。
+多卡 / 多机：torchrun --nproc_per_node=N -m gpt_torch.train [--key=value ...]
+"""
+
+
+def _train(tcfg: TrainConfig, model_overrides: dict[str, Any]) -> Any:
+    from .train import train
+
+    return train(tcfg, model_overrides)
+
+
+def _load_model(ckpt: Path, tcfg: TrainConfig) -> Any:
+    from .model import GPTModel
+    from .train import resolve_device
+
+    model = GPTModel.load(ckpt, device=resolve_device(tcfg.device))
+    model.eval()
+    return model
+
+
+def _stream(model: Any, ids: np.ndarray, n: int, temperature: float, top_k: Any, top_p: Any, eos: Any, seed: Any,
+            use_cache: bool) -> Any:
+    from .generate import stream_generate
+
+    return stream_generate(model, ids, n, temperature, top_k, top_p, eos, seed, use_cache)
+
+
+def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    import torch
+    from torch.nn import functional as F
+
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            logits = model(torch.as_tensor(x, device=device))
+            yt = torch.as_tensor(y, device=device)
+            total += float(F.cross_entropy(logits.flatten(0, 1).float(), yt.flatten(), reduction="sum"))
+            n += y.size
+    return total / max(n, 1)
+
+
+TRACK = Track(
+    name="gpt_torch", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss, extra_help=EXTRA_HELP
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    print("gpt_torch 的训练命令尚未实现（见训练相关 issue）。", file=sys.stderr)
-    return 2
+    return cli_main(argv, TRACK)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ def gradcheck(
         if isinstance(x, Tensor) and x.requires_grad:
             if x.dtype != np.float64:
                 raise TypeError(f"gradcheck 需要 float64 输入，第 {i} 个输入是 {x.dtype}")
-            x.data = np.ascontiguousarray(x.data)
+            x.data = np.require(x.data, requirements=["C", "W"])  # 差分需要原地改写连续的数组
+            if not x.is_leaf:
+                x.retain_grad()  # 非叶子输入反向后默认不保留 .grad
         ins.append(x)
     out = fn(*ins)
     w = np.random.default_rng(0).standard_normal(out.shape)
@@ -75,8 +77,9 @@ def gradcheck(
             err = np.abs(ana - num)
             j = np.unravel_index(int(np.argmax(err)), err.shape) if err.ndim else ()
             msg = (
-                f"gradcheck 失败：第 {i} 个输入（形状 {x.shape}）在位置 {j} 处解析梯度 {ana[j]:.6g}，"
-                f"数值梯度 {num[j]:.6g}，最大误差 {err.max():.3g}"
+                f"gradcheck 失败：第 {i} 个输入（形状 {x.shape}）在位置 {j} 处，解析梯度（backward 算出）为 "
+                f"{ana[j]:.6g}，数值梯度（中心差分）为 {num[j]:.6g}，最大误差 {err.max():.3g}"
+                f"（允许 atol={atol:g}, rtol={rtol:g}）；请检查该算子的 backward 公式"
             )
             if raise_exception:
                 raise AssertionError(msg)

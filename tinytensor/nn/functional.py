@@ -98,6 +98,8 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:  # 
 
 
 def _dropout_mask(shape: tuple[int, ...], p: float, dtype: np.dtype) -> np.ndarray:
+    if p >= 1.0:
+        return np.zeros(shape, dtype=dtype)
     keep = _random.default_generator().random(shape, dtype=np.float32) >= p
     return keep.astype(dtype) * np.asarray(1.0 / (1.0 - p), dtype=dtype)
 
@@ -178,8 +180,10 @@ def scaled_dot_product_attention(
     if is_causal and attn_mask is not None:
         raise RuntimeError("is_causal 与 attn_mask 不能同时给出（与 torch 相同）")
     mask = None if attn_mask is None else _arr(attn_mask)
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout_p 必须在 [0, 1] 内，收到 {dropout_p}")
     dmask = None
-    if dropout_p > 0.0:  # 与 torch 相同：只看 dropout_p，不看是否在 no_grad 下
+    if dropout_p > 0.0:  # 与 torch 相同：只看 dropout_p，与是否记录梯度无关（推理时请传 0）
         shape = query.shape[:-1] + (key.shape[-2],)
         dmask = _dropout_mask(np.broadcast_shapes(shape), dropout_p, query.dtype)
     return FU.ScaledDotProductAttention.apply(

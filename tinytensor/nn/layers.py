@@ -71,8 +71,12 @@ class LayerNorm(Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        n = normalized_shape if isinstance(normalized_shape, int) else int(tuple(normalized_shape)[0])
+        ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if len(ns) != 1:
+            raise ValueError(f"LayerNorm 只支持对最后一维归一化，normalized_shape 应为整数或单元素元组，收到 {ns}")
+        n = int(ns[0])
         self.normalized_shape = (n,)
+        self.elementwise_affine = elementwise_affine
         self.eps = eps
         d = _dt.get_default_dtype() if dtype is None else np.dtype(dtype)
         if elementwise_affine:
@@ -89,23 +93,28 @@ class LayerNorm(Module):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}"
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class Dropout(Module):
     """训练模式下随机置零；eval() 后什么都不做。"""
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout 概率必须在 [0, 1] 内，收到 {p}")
+        if inplace:
+            raise ValueError("tinytensor 不支持原地 dropout（计算图中的张量不能原地修改），请用 inplace=False")
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, inplace=False"
 
 
 class GELU(Module):
@@ -113,10 +122,15 @@ class GELU(Module):
 
     def __init__(self, approximate: str = "tanh") -> None:
         super().__init__()
+        if approximate != "tanh":
+            raise ValueError(f"tinytensor 只实现 GELU 的 tanh 近似，请使用 approximate='tanh'（收到 {approximate!r}）")
         self.approximate = approximate
 
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x, self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
 
 
 class ReLU(Module):
@@ -160,6 +174,12 @@ class Flatten(Module):
         return x.flatten(self.start_dim, self.end_dim)
 
 
+def _index(i: int, n: int, kind: str) -> int:
+    if not -n <= i < n:
+        raise IndexError(f"{kind} 下标 {i} 超出范围（共 {n} 个子模块）")
+    return i % n
+
+
 class Sequential(Module):
     """按顺序调用子模块；子模块名为 "0"、"1"……（或传入 OrderedDict 指定）。"""
 
@@ -177,8 +197,16 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
+    def append(self, m: Module) -> Sequential:
+        self.add_module(str(len(self._modules)), m)
+        return self
+
+    def __getitem__(self, i: int | slice) -> Any:
+        """整数下标取子模块；切片返回新的 Sequential（保留原名字，与 torch 相同）。"""
+        items = list(self._modules.items())
+        if isinstance(i, slice):
+            return Sequential(OrderedDict(items[i]))
+        return items[_index(i, len(items), "Sequential")][1]
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -204,8 +232,15 @@ class ModuleList(Module):
             self.append(m)
         return self
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
+    def __getitem__(self, i: int | slice) -> Any:
+        """整数下标取子模块；切片返回新的 ModuleList。"""
+        mods = list(self._modules.values())
+        if isinstance(i, slice):
+            return ModuleList(mods[i])
+        return mods[_index(i, len(mods), "ModuleList")]
+
+    def __setitem__(self, i: int, m: Module) -> None:
+        self.add_module(str(_index(i, len(self._modules), "ModuleList")), m)
 
     def __len__(self) -> int:
         return len(self._modules)

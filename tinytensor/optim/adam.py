@@ -11,7 +11,7 @@ AdamW 在更新前直接 p ← p·(1 - lr·wd)（“解耦”的权重衰减，G
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -40,10 +40,13 @@ class Adam(Optimizer):
             raise ValueError(f"betas 必须在 [0, 1) 内，收到 {betas}")
         if eps < 0:
             raise ValueError(f"eps 不能为负，收到 {eps}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay 不能为负，收到 {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     @no_grad()
-    def step(self) -> None:
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self._eval_closure(closure)
         for i, group, p in self._indexed():
             if p.grad is None:
                 continue
@@ -64,6 +67,7 @@ class Adam(Optimizer):
                 p.data, g, st["exp_avg"], st["exp_avg_sq"],
                 lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd, step=st["step"],
             )
+        return loss
 
 
 class AdamW(Adam):

@@ -18,11 +18,15 @@ def warmup_cosine_lr(
 ) -> float:
     """第 step 步（从 0 数）的学习率。
 
-    前 warmup_steps 步从 initial_lr 线性升到 max_lr；之后到 total_steps 按余弦从 max_lr 降到 min_lr；
-    超过 total_steps 保持 min_lr。
+    前 warmup_steps 步从 initial_lr 线性升到 max_lr（按 step+1 计，与 nanoGPT 相同：第 0 步已是
+    initial_lr + (max_lr-initial_lr)/warmup_steps，第 warmup_steps-1 步到达 max_lr）；
+    之后到 total_steps 按余弦从 max_lr 降到 min_lr（中点为两者的平均）；超过 total_steps 保持 min_lr。
     """
-    if warmup_steps < 0 or total_steps <= 0:
-        raise ValueError(f"warmup_steps 不能为负、total_steps 必须为正，收到 {warmup_steps}、{total_steps}")
+    if warmup_steps < 0 or total_steps <= 0 or warmup_steps > total_steps:
+        raise ValueError(
+            f"需要 0 ≤ warmup_steps ≤ total_steps 且 total_steps > 0，收到 warmup_steps={warmup_steps}、"
+            f"total_steps={total_steps}"
+        )
     if step < warmup_steps:
         return initial_lr + (max_lr - initial_lr) * (step + 1) / warmup_steps
     if step >= total_steps:
@@ -33,36 +37,65 @@ def warmup_cosine_lr(
 
 
 class LambdaLR:
-    """lr = base_lr · fn(epoch)；每次 step() 后 epoch 加一（与 torch 的 LambdaLR 相同）。"""
+    """lr = base_lr · fn(epoch)；每次 step() 后 epoch 加一（与 torch 的 LambdaLR 相同）。
 
-    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float], last_epoch: int = -1) -> None:
+    lr_lambda 可以是一个函数（所有参数组共用），也可以是每组一个函数的列表。
+    构造时已调用一次 step()，所以第 0 步的学习率是 base_lr · fn(0)。
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
+        last_epoch: int = -1,
+    ) -> None:
         self.optimizer = optimizer
-        self.lr_lambda = lr_lambda
-        for g in optimizer.param_groups:
-            g.setdefault("initial_lr", g["lr"])
+        n = len(optimizer.param_groups)
+        if isinstance(lr_lambda, (list, tuple)):
+            if len(lr_lambda) != n:
+                raise ValueError(f"lr_lambda 列表有 {len(lr_lambda)} 个函数，而优化器有 {n} 个参数组")
+            self.lr_lambdas = list(lr_lambda)
+        else:
+            self.lr_lambdas = [lr_lambda] * n
+        if last_epoch == -1:
+            for g in optimizer.param_groups:
+                g.setdefault("initial_lr", g["lr"])
+        else:
+            for i, g in enumerate(optimizer.param_groups):
+                if "initial_lr" not in g:
+                    raise KeyError(
+                        f"param_groups[{i}] 中没有 'initial_lr'：从 last_epoch={last_epoch} 恢复调度器前，"
+                        "请先恢复优化器的 state_dict"
+                    )
         self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         self.last_epoch = last_epoch
         self.step()
 
     def get_lr(self) -> list[float]:
-        return [base * self.lr_lambda(self.last_epoch) for base in self.base_lrs]
+        return [base * fn(self.last_epoch) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
 
     def step(self) -> None:
         self.last_epoch += 1
         for g, lr in zip(self.optimizer.param_groups, self.get_lr()):
             g["lr"] = lr
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
+        """最近一次 step() 设置的学习率（每个参数组一个）。"""
+        return list(self._last_lr)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
+        """只保存数值（last_epoch、base_lrs），不保存函数本身；恢复时需用同样的函数构造调度器。"""
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs), "_last_lr": list(self._last_lr)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["base_lrs"]) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"调度器状态有 {len(state['base_lrs'])} 个参数组，而优化器有 {len(self.optimizer.param_groups)} 个"
+            )
         self.last_epoch = int(state["last_epoch"])
         self.base_lrs = list(state["base_lrs"])
         for g, lr in zip(self.optimizer.param_groups, self.get_lr()):
             g["lr"] = lr
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
 
 class WarmupCosine(LambdaLR):

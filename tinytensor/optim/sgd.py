@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,10 @@ class SGD(Optimizer):
     ) -> None:
         if lr < 0:
             raise ValueError(f"学习率不能为负，收到 lr={lr}")
+        if momentum < 0:
+            raise ValueError(f"momentum 不能为负，收到 {momentum}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay 不能为负，收到 {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov 需要 momentum > 0 且 dampening = 0")
         super().__init__(
@@ -36,7 +40,8 @@ class SGD(Optimizer):
         )
 
     @no_grad()
-    def step(self) -> None:
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self._eval_closure(closure)
         for i, group, p in self._indexed():
             if p.grad is None:
                 continue
@@ -54,3 +59,4 @@ class SGD(Optimizer):
                     buf += (1 - group["dampening"]) * g
                 g = g + mom * buf if group["nesterov"] else buf
             p.data -= np.asarray(lr, dtype=p.dtype) * g
+        return loss

@@ -1,0 +1,239 @@
+"""PyTorch 轨道的训练：PyTorch 训练后端 + ``train(tcfg)`` 入口，也是 torchrun 的入口。
+
+    python -m gpt_torch train [--key=value ...]                   # 单进程（CPU / 单 GPU）
+    torchrun --nproc_per_node=N -m gpt_torch.train [--key=value ...]   # DDP
+
+训练循环在 gpt_numpy/trainer.py（两条轨道共用）；这里实现框架相关的部分：
+设备选择、bf16 autocast、fused AdamW、可选的 torch.compile、DDP 的梯度同步与进程间归约。
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from gpt_numpy.config import GPTConfig, TrainConfig
+from gpt_numpy.init import decay_mask, init_arrays
+from gpt_numpy.trainer import TrainData, Trainer, TrainResult
+
+from .ddp import DistInfo, cleanup_distributed, init_distributed, unwrap
+from .generate import generate
+from .model import GPTModel
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto：有 CUDA 用 CUDA，其次 MPS，否则 CPU；请求的设备不存在时给出明确的错误。"""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"请求的设备 {name!r} 不可用：本机没有可用的 CUDA GPU（可用 --device=cpu 或 --device=auto）")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"请求的设备 {name!r} 不可用：本机没有 Apple MPS（可用 --device=cpu 或 --device=auto）")
+    return dev
+
+
+class TorchBackend:
+    """PyTorch 训练后端；dist.enabled 时是 DDP 中的一个进程。"""
+
+    track = "torch"
+
+    def __init__(self, cfg: GPTConfig, tcfg: TrainConfig, dist_info: DistInfo | None = None) -> None:
+        self.cfg, self.tcfg = cfg, tcfg
+        self.dist = dist_info or DistInfo()
+        self.rank, self.world_size, self.is_main = self.dist.rank, self.dist.world_size, self.dist.is_main
+        self.device = resolve_device(tcfg.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.dtype = torch.float64 if tcfg.dtype == "float64" else torch.float32
+        amp = tcfg.amp if tcfg.amp != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.autocast = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if amp == "bf16"
+            else contextlib.nullcontext()
+        )
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(tcfg.seed + self.rank)  # 每个进程的 dropout 随机数不同
+        model = GPTModel(cfg, attn_impl="sdpa")
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        model.load_arrays(init_arrays(shapes, cfg, tcfg.seed, tcfg.init, tcfg.dtype))  # 与 NumPy 轨道相同的初始权重
+        model.to(device=self.device, dtype=self.dtype)
+        model.train()
+        self.raw = model
+        named = list(model.named_parameters())
+        mask = decay_mask({n: tuple(p.shape) for n, p in named}, tcfg.decay_all)
+        groups = [
+            {"params": [p for n, p in named if mask[n]], "weight_decay": tcfg.weight_decay},
+            {"params": [p for n, p in named if not mask[n]], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+        fused = self.device.type == "cuda"
+        self.opt = torch.optim.AdamW(groups, lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=1e-8, fused=fused)
+        by_id = {id(p): n for n, p in named}
+        self._ordered = [(by_id[id(p)], p) for g in self.opt.param_groups for p in g["params"]]
+        self.model: torch.nn.Module = model
+        if tcfg.compile:
+            self.model = torch.compile(self.model)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DDP(self.model, device_ids=ids)
+
+    # -------------------------------------------------------- 训练
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.long).to(self.device, non_blocking=True)
+
+    def forward_backward(self, x: np.ndarray, y: np.ndarray, scale: float, sync: bool = True) -> float:
+        """前向 + 反向。梯度累积的非最后一步在 no_sync() 里做：DDP 只在最后一步同步梯度。"""
+        xt, yt = self._tensor(x), self._tensor(y)
+        no_sync = self.dist.enabled and not sync
+        ctx = self.model.no_sync() if no_sync else contextlib.nullcontext()
+        with ctx:
+            with self.autocast:
+                logits = self.model(xt)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).to(self.dtype), yt.flatten())
+            (loss * scale if scale != 1.0 else loss).backward()
+        value = loss.detach()
+        if self.dist.enabled:  # 记录的是全局批次的平均损失（各进程的批次一样大）
+            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
+            value = value / self.world_size
+        return float(value.item())
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        return float(torch.nn.utils.clip_grad_norm_(self.raw.parameters(), max_norm).item())
+
+    def optimizer_step(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.step()
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def eval_loss(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        """各进程评估自己那一份批次，再把 (损失和, 词元数) 归约到一起。"""
+        self.raw.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for x, y in batches[self.rank :: self.world_size]:
+            with self.autocast:
+                logits = self.raw(self._tensor(x))
+            loss = F.cross_entropy(logits.flatten(0, 1).to(self.dtype), self._tensor(y).flatten(), reduction="sum")
+            total[0] += loss.double()
+            total[1] += y.size
+        if self.dist.enabled:
+            torch.distributed.all_reduce(total)
+        self.raw.train()
+        return float(total[0] / total[1].clamp(min=1))
+
+    def sample(self, prompt: np.ndarray, max_new_tokens: int, temperature: float, top_k: int, seed: int) -> list[int]:
+        out = generate(self.raw, prompt, max_new_tokens, temperature=temperature, top_k=top_k or None, seed=seed)
+        return out[0, prompt.shape[1] :].tolist()
+
+    # -------------------------------------------------------- 状态（与 NumPy 轨道同一格式）
+    def model_arrays(self) -> dict[str, np.ndarray]:
+        return unwrap(self.model).state_arrays()
+
+    def optim_arrays(self) -> tuple[dict[str, np.ndarray], int]:
+        out: dict[str, np.ndarray] = {}
+        step = 0
+        for name, p in self._ordered:
+            st = self.opt.state.get(p)
+            if not st:
+                continue
+            for key in ("exp_avg", "exp_avg_sq"):
+                out[f"{name}.{key}"] = st[key].detach().to(self.dtype).cpu().numpy()
+            step = int(st["step"])
+        return out, step
+
+    def load_state(self, model: dict[str, np.ndarray], optim: dict[str, np.ndarray], optim_step: int) -> None:
+        self.raw.load_arrays(model)
+        self.opt.state.clear()
+        fused = self.device.type == "cuda"
+        for name, p in self._ordered:
+            if f"{name}.exp_avg" not in optim:
+                continue
+            step_dev = p.device if fused else torch.device("cpu")
+            self.opt.state[p] = {
+                "step": torch.tensor(float(optim_step), dtype=torch.float32, device=step_dev),
+                "exp_avg": torch.as_tensor(np.asarray(optim[f"{name}.exp_avg"])).to(p.device, p.dtype),
+                "exp_avg_sq": torch.as_tensor(np.asarray(optim[f"{name}.exp_avg_sq"])).to(p.device, p.dtype),
+            }
+
+    def rng_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {"torch_cpu": torch.get_rng_state().numpy()}
+        if self.device.type == "cuda":
+            arrays["torch_cuda"] = torch.cuda.get_rng_state(self.device).numpy()
+        return {}, arrays
+
+    def set_rng_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        if "torch_cpu" in arrays:
+            torch.set_rng_state(torch.as_tensor(arrays["torch_cpu"], dtype=torch.uint8))
+        if "torch_cuda" in arrays and self.device.type == "cuda":
+            torch.cuda.set_rng_state(torch.as_tensor(arrays["torch_cuda"], dtype=torch.uint8), self.device)
+
+    def barrier(self) -> None:
+        if self.dist.enabled:
+            torch.distributed.barrier()
+
+    def agree(self, flag: bool) -> bool:
+        """任一进程为真则全体为真（如某个进程收到了 SIGINT），保证所有进程在同一步停下。"""
+        if not self.dist.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+
+def build_model_config(tcfg: TrainConfig, model_overrides: dict[str, Any], vocab_size: int) -> GPTConfig:
+    from gpt_numpy.train import build_model_config as build
+
+    return build(tcfg, model_overrides, vocab_size)
+
+
+def train(
+    tcfg: TrainConfig, model_overrides: dict[str, Any] | None = None, data: TrainData | None = None
+) -> TrainResult:
+    """按配置训练（可续训）。由 torchrun 启动时自动进入 DDP 模式；结束、出错或中断时都会清理进程组。"""
+    from gpt_numpy.prepare import prepare_data
+    from gpt_numpy.train_state import LAST, find_checkpoint
+
+    device = resolve_device(tcfg.device)
+    dist_info = init_distributed(device.type)
+    try:
+        resuming = tcfg.resume != "never" and find_checkpoint(tcfg.out_dir, LAST) is not None
+        if data is None:
+            if dist_info.is_main:
+                data = prepare_data(tcfg, reuse_tokenizer=resuming)
+            if dist_info.enabled:
+                torch.distributed.barrier()
+            if not dist_info.is_main:
+                data = prepare_data(tcfg, write=False, reuse_tokenizer=True)
+        assert data is not None
+        cfg = build_model_config(tcfg, model_overrides or {}, data.tokenizer.vocab_size)
+        backend = TorchBackend(cfg, tcfg, dist_info)
+        return Trainer(tcfg, cfg, backend, data).run()
+    finally:
+        cleanup_distributed()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """torchrun 的入口：参数与 python -m gpt_torch train 相同。"""
+    from .__main__ import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
