@@ -1,0 +1,500 @@
+# %% [markdown]
+# # 第 3 章 注意力机制：让每个词元看见上下文
+#
+# 上一章我们把文本切成了词元 (token)，又把每个词元变成了一个嵌入 (embedding) 向量。
+# 可这些向量彼此孤立：“苹果”在“吃苹果”和“苹果手机”里拿到的是同一个向量。
+# 语言模型真正需要的，是**结合上下文之后**的表示。注意力 (attention) 就是做这件事的机制：
+# 对序列中的每一个位置，它从所有（允许看到的）位置收集信息，按“相关程度”加权求和，
+# 得到一个新的向量，我们叫它**上下文向量** (context vector)。
+#
+# 本章从最朴素的写法出发，一步一步走到 GPT 里真正使用的多头因果注意力：
+#
+# 1. 不带可训练权重的自注意力：点积 → softmax → 加权求和；
+# 2. 可训练的查询 (query)、键 (key)、值 (value) 投影，以及为什么要除以 √hs；
+# 3. 因果掩码 (causal mask)：生成文本时不许偷看后面的词元；
+# 4. 注意力权重上的 dropout；
+# 5. 多头注意力：先写成“若干个单头并排”，再改写成“一次投影、拆成多头”的高效版本，并证明两者相等。
+#
+# 每一步都在两条轨道上各跑一遍：我们自己的自动求导引擎 `tinytensor`（记作 `tt`，纯 NumPy）和 PyTorch。
+# 两者的 API 同名，代码几乎逐行相同；本章最后把两边的数字并排放在一起，逐项核对。
+#
+# 代码注释中的形状字母与 README 一致：`B` 批大小，`T` 词元数，`C` 嵌入维度，`nh` 头数，`hs` 每个头的维度。
+
+# %% [markdown]
+# ## 3.0 准备
+#
+# 本章用到的类都在 `gpt_numpy/attention_steps.py` 和 `gpt_torch/attention_steps.py` 里，
+# 两个文件的类名、构造参数、参数名完全相同。notebook 里只演示和验证，不重复粘贴实现。
+
+# %%
+import math
+import os
+
+import numpy as np
+import torch
+
+import tinytensor as tt
+from gpt_numpy import attention_steps as NA  # NumPy 轨道（tinytensor）
+from gpt_torch import attention_steps as TA  # PyTorch 轨道
+
+QUICK = os.environ.get("LLMZH_QUICK") == "1"  # 测试时为快速模式
+np.set_printoptions(precision=4, suppress=True)
+torch.set_printoptions(precision=4, sci_mode=False)
+
+
+def pad(s: object, width: int) -> str:
+    """按显示宽度补空格（一个汉字占两格），用来打印对齐的表格。"""
+    s = str(s)
+    return s + " " * max(0, width - sum(2 if ord(ch) > 0x2E7F else 1 for ch in s))
+
+
+print("tinytensor", tt.__version__, "| torch", torch.__version__, "| 快速模式" if QUICK else "| 完整模式")
+
+# %% [markdown]
+# ## 3.1 输入：一句中文的嵌入
+#
+# 为了让每一个数字都能看清，我们用一句很短的话，用第 2 章的 `CharTokenizer` 按字切分（每个汉字就是一个词元），
+# 嵌入维度只取 `C = 4`。真实的 GPT-2 用的是 BPE 词元和 `C = 768`，但计算过程一模一样。
+#
+# 注意这句话里“天”出现了两次：同一个词元 id，查到的是同一行嵌入。这一点后面还会用到。
+
+# %%
+from gpt_numpy.tokenizers import CharTokenizer  # 第 2 章的字符级分词器
+
+text = "今天天气真好"
+char_tok = CharTokenizer.train(text)  # 词表：两个特殊词元 + 这句话里的 5 个字
+ids = char_tok.encode(text)
+print("词表:", char_tok.vocab)
+print("词元 id:", ids)
+
+tt.manual_seed(123)
+embedding = tt.nn.Embedding(char_tok.vocab_size, 4)  # 随机初始化的嵌入表，形状 (词表大小, C)
+x = embedding(ids).detach()  # (T, C) = (6, 4)
+print("x 的形状 (T, C):", x.shape)
+print(x)
+
+# %% [markdown]
+# ## 3.2 不带可训练权重的自注意力
+#
+# 先别管任何参数。想让第 `i` 个词元“看看”别的词元，最直接的办法是：
+#
+# 1. **打分**：用点积衡量它和每个词元的相似程度，`ω_ij = x_i · x_j`；
+# 2. **归一化**：对这一行分数做 softmax，得到注意力权重 `α_ij`，它们非负、和为 1；
+# 3. **加权求和**：上下文向量 `z_i = Σ_j α_ij x_j`。
+#
+# 以第 2 个字“天”（下标 1）为例，把三步拆开来做：
+
+# %%
+query = x[1]  # (C,)：第 2 个词元的嵌入当作“查询”
+scores_1 = x @ query  # (T,)：它与每个词元的点积
+weights_1 = scores_1.softmax(dim=0)  # (T,)：和为 1
+context_1 = weights_1 @ x  # (C,)：按权重把所有嵌入加起来
+print("分数  ω:", scores_1.data)
+print("权重  α:", weights_1.data, " 和 =", round(weights_1.sum().item(), 6))
+print("上下文 z:", context_1.data)
+
+# %% [markdown]
+# 点积越大，说明两个向量方向越接近，softmax 之后分到的权重也越大。
+# softmax 用指数把分数变成正数再归一化；实现时会先减去这一行的最大值，结果不变（分子分母同乘一个常数），
+# 却能避免 `exp` 溢出——`tinytensor/ops/softmax.py` 就是这样写的。
+#
+# 对所有位置同时做，就是三次矩阵运算。形状的变化是
+# `(T, C) @ (C, T) → (T, T)`，softmax 不改形状，`(T, T) @ (T, C) → (T, C)`：
+
+# %%
+scores = x @ x.T  # (T, T)：第 i 行是词元 i 对所有词元的分数
+weights = scores.softmax(dim=-1)  # (T, T)：每一行和为 1
+contexts = weights @ x  # (T, C)
+print("注意力权重 (T, T):\n", weights.data)
+print("每行之和:", weights.sum(dim=-1).data)
+print("第 2 行与上面单独算的结果之差:", np.abs(contexts.data[1] - context_1.data).max())
+
+# %% [markdown]
+# 对角线上的权重往往最大：一个向量和自己的点积就是它长度的平方，通常比和别人的点积都大。
+# 只靠原始嵌入做点积，“相关”几乎等于“相同”——下一节的可训练投影就是来打破这一点的。
+#
+# 第 2、3 两行（两个“天”）一模一样：它们的嵌入相同，看到的又是同一句话，自然得到同一个上下文向量。
+# 注意力本身不知道词元的先后顺序——这正是第 4 章要加上**位置嵌入**的原因。
+#
+# 这三行已经写进了 `simple_self_attention`，两条轨道各有一份。同样的输入，两边给出同样的数：
+
+# %%
+z_tt = NA.simple_self_attention(x)
+z_torch = TA.simple_self_attention(torch.tensor(x.data))
+print("tinytensor:\n", z_tt.data)
+print("两条轨道的最大差:", np.abs(z_tt.data - z_torch.numpy()).max())
+
+# %% [markdown]
+# ## 3.3 可训练的查询、键、值
+#
+# 上面的做法有个根本问题：它没有任何可以学习的东西，“相关程度”完全由嵌入本身决定。
+# 真实的注意力给每个词元准备三个不同的“角色”，分别由三个可训练矩阵投影出来：
+#
+# - **查询** `q = x W_q`：我在找什么；
+# - **键** `k = x W_k`：我能被怎样找到；
+# - **值** `v = x W_v`：被选中之后，我贡献什么内容。
+#
+# 分数变成 `q_i · k_j`，加权求和的对象变成 `v_j`。投影后的维度 `d_out` 不必等于输入维度 `d_in`；
+# 单头注意力里，`d_out` 就是头的维度 `hs`。下面取 `d_in = 4`，`d_out = 2`，先手工算一遍：
+
+# %%
+d_in, d_out = 4, 2
+tt.manual_seed(7)
+W_query = tt.nn.Parameter(tt.rand(d_in, d_out))  # (C, hs)
+W_key = tt.nn.Parameter(tt.rand(d_in, d_out))  # (C, hs)
+W_value = tt.nn.Parameter(tt.rand(d_in, d_out))  # (C, hs)
+
+queries = x @ W_query  # (T, hs)
+keys = x @ W_key  # (T, hs)
+values = x @ W_value  # (T, hs)
+print("q, k, v 的形状:", queries.shape, keys.shape, values.shape)
+
+attn_scores = queries @ keys.T  # (T, T)
+attn_weights = (attn_scores / math.sqrt(keys.shape[-1])).softmax(dim=-1)  # (T, T)
+context = attn_weights @ values  # (T, hs)
+print("注意力权重:\n", attn_weights.data)
+print("上下文向量 (T, hs):\n", context.data)
+
+# %% [markdown]
+# 这里多了一个 `/ √hs`，下一节专门解释。把这几行包进一个模块，就是 `SelfAttentionV1`：
+# 三个 `nn.Parameter`，形状 `(d_in, d_out)`，用 `x @ W` 做投影。我们把刚才的矩阵原样放进去，结果相同：
+
+# %%
+sa_v1 = NA.SelfAttentionV1(d_in, d_out)
+sa_v1.load_state_dict({"W_query": W_query, "W_key": W_key, "W_value": W_value})
+print(sa_v1(x).data)
+print("与手算的差:", np.abs(sa_v1(x).data - context.data).max())
+
+# %% [markdown]
+# 实践中更常用 `nn.Linear` 做投影，这就是 `SelfAttentionV2`。两点区别：
+#
+# - `Linear` 的权重形状是 `(out, in)`，计算的是 `x Wᵀ (+ b)`。所以 V1 的矩阵就是 V2 权重的**转置**；
+# - `Linear` 的初始化是 `U(-1/√in, 1/√in)`，比 V1 的 `U(0, 1)` 更利于训练，还可以选择带偏置 (`qkv_bias`)。
+#
+# 把 V2 的权重转置后装进 V1，两者的输出逐位相同：
+
+# %%
+sa_v2 = NA.SelfAttentionV2(d_in, d_out)
+for name in ["W_query", "W_key", "W_value"]:
+    print(f"{name}.weight 形状 (d_out, d_in) = {getattr(sa_v2, name).weight.shape}")
+sa_v1.load_state_dict({n: getattr(sa_v2, n).weight.T for n in ["W_query", "W_key", "W_value"]})
+print("V1 与 V2 的最大差:", np.abs(sa_v1(x).data - sa_v2(x).data).max())
+
+# %% [markdown]
+# ## 3.4 为什么要除以 √hs
+#
+# 设 `q` 和 `k` 的每个分量独立、均值 0、方差 1，那么点积 `q·k = Σ q_m k_m` 是 `hs` 项之和，
+# **方差就是 `hs`**，标准差是 `√hs`。头的维度越大，分数的数值范围越宽。
+# 用随机数验证一下：
+
+# %%
+rng = np.random.default_rng(0)
+n_pairs = 2000 if QUICK else 20000
+print(pad("hs", 8) + pad("q·k 的标准差", 16) + pad("√hs", 10) + "q·k/√hs 的标准差")
+for hs in [4, 16, 64, 256, 1024]:
+    q = rng.standard_normal((n_pairs, hs))
+    k = rng.standard_normal((n_pairs, hs))
+    dots = (q * k).sum(-1)
+    print(pad(hs, 8) + pad(f"{dots.std():.2f}", 16) + pad(f"{math.sqrt(hs):.2f}", 10) + f"{(dots / math.sqrt(hs)).std():.3f}")
+
+# %% [markdown]
+# 分数范围变宽有什么坏处？softmax 对大的输入非常“尖”：分数差几十，指数差就是天文数字，
+# 权重几乎全部压到最大的那一项上，变成近似 one-hot。这时 softmax 的梯度趋近于 0，
+# 注意力学不动。下面对同一组随机 `q, k`，比较不缩放和缩放后的最大权重，以及反向传播回分数的梯度大小
+# （用 tinytensor 的自动求导来算）：
+
+# %%
+def softmax_stats(hs: int, scale: bool, n_keys: int = 8, seed: int = 0) -> tuple[float, float]:
+    """返回 (一行权重中的最大值, 分数梯度的 L2 范数)。"""
+    r = np.random.default_rng(seed)
+    q = r.standard_normal(hs)
+    k = r.standard_normal((n_keys, hs))
+    s = tt.tensor(k @ q / (math.sqrt(hs) if scale else 1.0), dtype=tt.float64, requires_grad=True)
+    w = s.softmax(dim=-1)
+    (w * tt.tensor(r.standard_normal(n_keys))).sum().backward()  # 随便一个下游损失
+    return w.max().item(), float(np.linalg.norm(s.grad.data))
+
+
+print(pad("", 8) + pad("不缩放", 24) + "除以 √hs")
+print(pad("hs", 8) + (pad("最大权重", 12) + pad("梯度范数", 12)) * 2)
+for hs in [4, 64, 512]:
+    w0, g0 = softmax_stats(hs, scale=False)
+    w1, g1 = softmax_stats(hs, scale=True)
+    print(pad(hs, 8) + pad(f"{w0:.4f}", 12) + pad(f"{g0:.2e}", 12) + pad(f"{w1:.4f}", 12) + f"{g1:.2e}")
+
+# %% [markdown]
+# `hs` 越大，不缩放时的最大权重越接近 1、梯度越接近 0；除以 `√hs` 之后，分数的尺度不再随 `hs` 变化，
+# 权重分布和梯度都保持在正常范围。这就是“缩放点积注意力” (scaled dot-product attention) 名字里“缩放”的由来。
+
+# %% [markdown]
+# ## 3.5 因果掩码：不许偷看后面
+#
+# GPT 的任务是根据前文预测下一个词元。训练时整句话一次性送进模型，如果位置 `i` 能看到位置 `i+1`，
+# 它就能直接“抄答案”。所以位置 `i` 只允许看位置 `0..i`——注意力权重矩阵的**对角线以上必须全是 0**。
+# 这就是因果掩码 (causal mask)。
+#
+# 有两种写法。**写法一**：照常 softmax，再用下三角矩阵把未来位置乘成 0，最后每行重新归一化：
+
+# %%
+T = x.shape[0]
+scores = queries @ keys.T  # (T, T)，沿用 3.3 节的 q、k
+weights = (scores / math.sqrt(d_out)).softmax(dim=-1)
+
+lower = tt.tril(tt.ones(T, T))  # (T, T)：对角线及以下为 1
+masked = weights * lower  # 未来位置变成 0，但每行之和不再是 1
+weights_a = masked / masked.sum(dim=-1, keepdim=True)  # 重新归一化
+print("写法一（tril 后重新归一化）:\n", weights_a.data)
+
+# %% [markdown]
+# **写法二**：在 softmax **之前**，把未来位置的分数填成 `-inf`。`exp(-inf) = 0`，
+# softmax 自然只在允许的位置上归一化：
+
+# %%
+future = tt.triu(tt.ones(T, T), diagonal=1).bool()  # (T, T)：对角线以上为 True
+print("要遮住的位置:\n", future.data.astype(int))
+scores_b = scores.masked_fill(future, float("-inf"))
+weights_b = (scores_b / math.sqrt(d_out)).softmax(dim=-1)
+print("写法二（softmax 前填 -inf）:\n", weights_b.data)
+print("两种写法的最大差:", np.abs(weights_a.data - weights_b.data).max())
+
+# %% [markdown]
+# 为什么相等？记 `e_j = exp(s_j)`。写法一第 `i` 行先得到 `e_j / Σ_全部 e`，乘掩码后只留下 `j ≤ i`，
+# 再除以这些留下项之和 `Σ_{j≤i} e / Σ_全部 e`——分母里的 `Σ_全部 e` 正好约掉，剩下 `e_j / Σ_{j≤i} e`，
+# 这恰好是写法二的结果。两者数学上相同，写法二少做一次归一化，也不需要先算出未来位置的权重，
+# 所以实际代码都用它。
+#
+# 顺带看一眼：因果掩码之后，两个“天”（第 2、3 行）终于不同了——它们能看到的前文不一样长。
+# 但这只是掩码带来的副作用，词序信息仍要靠位置嵌入来提供。
+
+# %% [markdown]
+# ## 3.6 注意力权重上的 dropout
+#
+# dropout 是一种正则化：训练时随机把一部分数置 0，剩下的乘以 `1/(1-p)`，使期望保持不变；
+# 推理 (`eval()`) 时什么都不做。GPT 把它用在注意力权重上——相当于每次训练随机切断一些“谁看谁”的连线。
+# 先在全 1 矩阵上看清它的效果（`p = 0.5`，留下的数变成 2）：
+
+# %%
+tt.manual_seed(123)
+dropout = tt.nn.Dropout(0.5)
+print(dropout(tt.ones(T, T)).data)
+
+# %% [markdown]
+# 作用在因果注意力权重上：被留下的权重翻倍，其余为 0；未来位置本来就是 0，仍然是 0。
+# 有时一整行都会被丢光——这个位置在这一步什么都没看到。听起来粗暴，但它只发生在训练时，
+# 而且第 4 章的残差连接会把原来的信息保留下来。切换到 `eval()` 后，dropout 原样返回输入：
+
+# %%
+tt.manual_seed(123)
+print("训练模式:\n", dropout(weights_b).data)
+dropout.eval()
+print("eval 模式与原权重的差:", np.abs(dropout(weights_b).data - weights_b.data).max())
+
+# %% [markdown]
+# 两条轨道的随机数发生器不同，同一个种子得到的 dropout 掩码并不相同。所以后面做两条轨道的数值对照时，
+# 都在 `eval()` 模式或 `dropout=0` 下进行。
+
+# %% [markdown]
+# ## 3.7 CausalAttention：一次处理一批
+#
+# 把投影、掩码、缩放、softmax、dropout 收进一个模块，就是 `CausalAttention`。相比前面，
+# 它多了一个批维度：输入 `(B, T, C)`，输出 `(B, T, hs)`。掩码用 `register_buffer` 存成一个
+# `(context_length, context_length)` 的布尔矩阵——它不是参数，不参与训练，也不进 `state_dict`，
+# 前向时只取左上角 `T × T` 的一块。
+#
+# 我们把同一句话复制两份组成一个批：
+
+# %%
+batch = tt.stack([x, x])  # (B, T, C) = (2, 6, 4)
+tt.manual_seed(123)
+ca = NA.CausalAttention(d_in, d_out, context_length=T, dropout=0.0)
+ctx_vecs = ca(batch)
+print("输入", batch.shape, "→ 输出", ctx_vecs.shape)
+print(ctx_vecs.data[0])
+
+# %% [markdown]
+# “因果”可以直接验证：把最后一个字换成别的向量，前 5 个位置的输出应该一点都不变，只有最后一个位置改变：
+
+# %%
+changed = batch.data.copy()
+changed[:, -1] = np.random.default_rng(1).standard_normal(4)
+diff = np.abs(ca(tt.tensor(changed)).data - ctx_vecs.data).max(axis=(0, 2))  # 每个位置的最大变化
+print("各位置输出的最大变化:", diff)
+
+# %% [markdown]
+# ## 3.8 多头注意力
+#
+# 一个头只能学到一种“看”的方式。多头注意力让 `nh` 个头各自投影、各自计算注意力，再把结果拼起来——
+# 有的头也许关注相邻的字，有的头关注更远的搭配。
+#
+# ### 写法一：把单头堆起来
+#
+# `MultiHeadAttentionWrapper` 就是字面意思：`ModuleList` 里放 `nh` 个 `CausalAttention`，
+# 每个头输出 `(B, T, hs)`，沿最后一维拼接成 `(B, T, nh·hs)`。（我们让 `d_out` 表示拼接后的总维度，
+# 每个头 `hs = d_out // nh`，与高效版的参数含义一致。）
+
+# %%
+d_out, num_heads = 4, 2
+tt.manual_seed(123)
+mha_wrapper = NA.MultiHeadAttentionWrapper(d_in, d_out, context_length=T, dropout=0.0, num_heads=num_heads)
+out_wrapper = mha_wrapper(batch)
+print("头的个数:", len(mha_wrapper.heads), "| 每个头的输出:", mha_wrapper.heads[0](batch).shape)
+print("拼接后:", out_wrapper.shape)
+print([name for name, _ in mha_wrapper.named_parameters()])
+
+# %% [markdown]
+# ### 写法二：一次投影，再拆成多头
+#
+# 写法一要做 `nh` 次小的矩阵乘法，一个头一个头地串行计算。高效写法只用**一个**
+# `(d_out, d_in)` 的 `W_query` 投影一次，然后把最后一维切成 `nh` 段，每段就是一个头；
+# 之后所有头在一次批量矩阵乘法里并行算完。`MultiHeadAttention`（也就是 GPT 模型里用的那个类）
+# 还在最后加了一个输出投影 `out_proj`，把各头的结果再混合一次。
+#
+# 下面用 `MultiHeadAttention` 的权重，把它的前向一步一步手工展开，每一步都打印形状：
+
+# %%
+tt.manual_seed(123)
+mha = NA.MultiHeadAttention(d_in, d_out, context_length=T, dropout=0.0, num_heads=num_heads)
+b, t, _ = batch.shape
+nh, hs = num_heads, d_out // num_heads
+
+q = mha.W_query(batch)  # (B, T, d_out)
+print("1. 投影            q:", q.shape)
+q = q.reshape(b, t, nh, hs)  # (B, T, nh, hs)：最后一维切成 nh 段
+print("2. 拆头            q:", q.shape)
+q = q.transpose(1, 2)  # (B, nh, T, hs)：把头挪到前面，当作“批”的一部分
+print("3. 头维前移        q:", q.shape)
+k = mha.W_key(batch).reshape(b, t, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+v = mha.W_value(batch).reshape(b, t, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+s = q @ k.transpose(2, 3)  # (B, nh, T, T)：所有头的分数一次算完
+print("4. 分数            s:", s.shape)
+s = s.masked_fill(tt.triu(tt.ones(t, t), diagonal=1).bool(), float("-inf"))
+w = (s / math.sqrt(hs)).softmax(dim=-1)  # (B, nh, T, T)
+ctx = w @ v  # (B, nh, T, hs)
+print("5. 各头上下文    ctx:", ctx.shape)
+ctx = ctx.transpose(1, 2).reshape(b, t, d_out)  # (B, T, nh, hs) → (B, T, d_out)：拼回去
+print("6. 合并各头      ctx:", ctx.shape)
+out = mha.out_proj(ctx)  # (B, T, d_out)
+print("7. 输出投影      out:", out.shape)
+print("与 mha(batch) 的最大差:", np.abs(out.data - mha(batch).data).max())
+
+# %% [markdown]
+# tinytensor 的 `MultiHeadAttention` 内部把第 4、5 步交给一个融合算子
+# `F.scaled_dot_product_attention(is_causal=True)`：一个计算图节点完成打分、掩码、softmax 和加权求和，
+# 反向也是手写的一个公式（见 `tinytensor/ops/fused.py`）。上面逐步手算的结果与它一致，
+# 说明融合算子的前向没有问题；反向的一致性由测试保证。
+#
+# ### 两种写法为什么相等
+#
+# 关键在于 `Linear` 的权重形状 `(out, in)`：输出的第 `m` 个分量只由权重的第 `m` 行决定。
+# 所以高效版投影结果的第 `h` 段（第 `h·hs` 到 `(h+1)·hs-1` 个分量），只由 `W_query.weight` 的这几行决定。
+# 如果把 wrapper 里各个头的 `W_query.weight`（每个 `(hs, d_in)`）**按行依次拼接**成 `(nh·hs, d_in)`，
+# 那么一次投影再切段得到的第 `h` 段，就恰好等于第 `h` 个头自己算出来的 `q`。`K`、`V` 同理。
+# 后面的打分、掩码、softmax 都是每个头各算各的，自然也相同；最后“转置再 reshape”正是按头的顺序拼接。
+# wrapper 没有输出投影，那就把 `out_proj` 设成恒等映射。
+#
+# `multihead_from_wrapper` 就是按这个思路构造一个等价的高效版本。拼接前后的权重长这样：
+
+# %%
+for i, head in enumerate(mha_wrapper.heads):
+    print(f"头 {i} 的 W_query.weight (hs, d_in):\n", head.W_query.weight.data)
+mha_equiv = NA.multihead_from_wrapper(mha_wrapper)
+print("拼接后的 W_query.weight (nh·hs, d_in):\n", mha_equiv.W_query.weight.data)
+print("out_proj.weight:\n", mha_equiv.out_proj.weight.data)
+print("wrapper 与高效版输出的最大差:", np.abs(mha_equiv(batch).data - out_wrapper.data).max())
+
+# %% [markdown]
+# 反过来，如果把各头的顺序拼错（比如倒过来），输出就对不上了——这说明上面的相等不是巧合：
+
+# %%
+wrong = NA.multihead_from_wrapper(mha_wrapper)
+wq = wrong.W_query.weight.data
+wrong.W_query.weight.data = np.concatenate([wq[hs:], wq[:hs]])  # 交换两个头的查询权重
+print("顺序拼错时的最大差:", np.abs(wrong(batch).data - out_wrapper.data).max())
+
+# %% [markdown]
+# ## 3.9 两条轨道并排：同样的权重，同样的数
+#
+# 现在把本章所有版本在两条轨道上各跑一遍。做法统一：先在 tinytensor 上建好模块，
+# 按**参数名**把权重复制给同名的 torch 模块（两边的 `state_dict` 键完全一样），
+# 然后对同一个输入做前向，再用同一个随机的上游梯度做反向，比较
+# 输出、输入的梯度，以及**每个参数**的梯度。float64 下差异应在 1e-15 量级，float32 下在 1e-7 量级。
+
+# %%
+def copy_to_torch(m_tt, m_torch):
+    """按参数名把 tinytensor 模块的权重复制到 torch 模块（strict：键必须一一对应）。"""
+    m_torch.load_state_dict({k: torch.from_numpy(v.data.copy()) for k, v in m_tt.state_dict().items()})
+    return m_torch
+
+
+def compare(make, dtype, seed=0):
+    """在两条轨道上建同样的模块、做同样的前向与反向，返回三项最大绝对差。"""
+    tt.manual_seed(seed)
+    m_tt = make(NA).to(np.dtype(dtype)).eval()
+    m_torch = copy_to_torch(m_tt, make(TA).to(getattr(torch, dtype)).eval())
+    xb = np.random.default_rng(seed).standard_normal((2, 5, 4)).astype(dtype)  # (B, T, C)
+    x1, x2 = tt.tensor(xb, requires_grad=True), torch.tensor(xb, requires_grad=True)
+    y1, y2 = m_tt(x1), m_torch(x2)
+    g = np.random.default_rng(seed + 1).standard_normal(y1.shape).astype(dtype)  # 上游梯度
+    (y1 * tt.tensor(g)).sum().backward()
+    (y2 * torch.tensor(g)).sum().backward()
+    p2 = dict(m_torch.named_parameters())
+    d_out_ = np.abs(y1.data - y2.detach().numpy()).max()
+    d_x = np.abs(x1.grad.data - x2.grad.numpy()).max()
+    d_p = max(np.abs(p.grad.data - p2[n].grad.numpy()).max() for n, p in m_tt.named_parameters())
+    return d_out_, d_x, d_p
+
+
+variants = {
+    "SelfAttentionV1": lambda m: m.SelfAttentionV1(4, 2),
+    "SelfAttentionV2": lambda m: m.SelfAttentionV2(4, 2, qkv_bias=True),
+    "CausalAttention": lambda m: m.CausalAttention(4, 2, context_length=8, dropout=0.1),
+    "MultiHeadAttentionWrapper": lambda m: m.MultiHeadAttentionWrapper(4, 4, 8, dropout=0.1, num_heads=2),
+    "MultiHeadAttention": lambda m: m.MultiHeadAttention(4, 4, 8, dropout=0.1, num_heads=2),
+}
+print("两条轨道的最大绝对差")
+print(pad("版本", 28) + pad("精度", 10) + pad("输出", 12) + pad("输入梯度", 12) + "参数梯度")
+for name, make in variants.items():
+    for dtype in ["float64", "float32"]:
+        d = compare(make, dtype)
+        print(pad(name, 28) + pad(dtype, 10) + "".join(pad(f"{v:.1e}", 12) for v in d))
+
+# %% [markdown]
+# 最后一行有一个细节：tinytensor 的 `MultiHeadAttention` 用的是融合的注意力算子，而 torch 那边的
+# `MultiHeadAttention` 默认走 `F.scaled_dot_product_attention`——在 GPU 上它会调用 FlashAttention 一类的融合内核。
+# 两者算法不同，结果却一致。torch 的这个类还保留了原书那种显式写法 (`attn_impl="explicit"`)，
+# 我们也核对一下两种实现：
+
+# %%
+torch.manual_seed(0)
+m_sdpa = TA.MultiHeadAttention(4, 4, 8, dropout=0.1, num_heads=2, attn_impl="sdpa").double().eval()
+m_expl = TA.MultiHeadAttention(4, 4, 8, dropout=0.1, num_heads=2, attn_impl="explicit").double().eval()
+m_expl.load_state_dict(m_sdpa.state_dict())
+xb = torch.randn(2, 8, 4, dtype=torch.float64)
+print("SDPA 与显式实现的最大差:", (m_sdpa(xb) - m_expl(xb)).abs().max().item())
+
+# %% [markdown]
+# ## 3.10 GPT-2 规模的注意力层
+#
+# GPT-2 small 每个 Transformer 块里有一个这样的层：`d_in = d_out = 768`，`nh = 12`，所以 `hs = 64`，
+# 上下文长度 1024。它有多少参数？三个投影各 `768 × 768`，输出投影 `768 × 768` 加偏置 768：
+
+# %%
+gpt2_attn = NA.MultiHeadAttention(768, 768, context_length=1024, dropout=0.0, num_heads=12)
+n = sum(p.numel() for p in gpt2_attn.parameters())
+print(f"参数个数: {n:,}   （4 × 768² + 768 = {4 * 768**2 + 768:,}）")
+tokens = 16 if QUICK else 64
+xg = tt.randn(1, tokens, 768)  # (B, T, C)
+print("输入", xg.shape, "→ 输出", gpt2_attn(xg).shape)
+
+# %% [markdown]
+# ## 小结
+#
+# - 注意力的骨架只有三步：点积打分、softmax 归一化、加权求和。
+# - 可训练的 `W_q`、`W_k`、`W_v` 让模型自己学会“找什么、怎样被找到、提供什么”；`nn.Linear` 的权重是 `(out, in)`。
+# - 点积的方差随 `hs` 线性增长，除以 `√hs` 把它拉回常数尺度，避免 softmax 饱和、梯度消失。
+# - 因果掩码让位置 `i` 只看 `0..i`；“softmax 前填 -inf”与“softmax 后乘下三角再归一化”数学上相同。
+# - dropout 作用在注意力权重上，只在训练时生效。
+# - 多头注意力的两种写法等价：把各头的投影权重按行拼接，就得到一次投影的高效版本。
+# - 两条轨道上，每个版本的输出和全部梯度都逐项一致。
+#
+# 下一章我们把 `MultiHeadAttention` 和层归一化、前馈网络、残差连接组装成完整的 GPT 模型。
