@@ -107,13 +107,12 @@ def lr_at(step: int, tcfg: TrainConfig, total_steps: int) -> float:
     """第 step 次更新（从 0 数）使用的学习率。"""
     from tinytensor.optim.lr_scheduler import warmup_cosine_lr
 
+    warmup = min(tcfg.warmup_steps, total_steps)  # 总步数比预热还短时，预热占满全程
     if tcfg.schedule == "constant":
-        if tcfg.warmup_steps and step < tcfg.warmup_steps:
-            return tcfg.lr * (step + 1) / tcfg.warmup_steps
+        if warmup and step < warmup:
+            return tcfg.lr * (step + 1) / warmup
         return tcfg.lr
-    return warmup_cosine_lr(
-        step, max_lr=tcfg.lr, warmup_steps=tcfg.warmup_steps, total_steps=total_steps, min_lr=tcfg.min_lr
-    )
+    return warmup_cosine_lr(step, max_lr=tcfg.lr, warmup_steps=warmup, total_steps=total_steps, min_lr=tcfg.min_lr)
 
 
 def total_steps_for(tcfg: TrainConfig, batches: StepBatches, world_size: int) -> int:
