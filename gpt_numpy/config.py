@@ -86,6 +86,93 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass
+class TrainConfig:
+    """训练超参数（两条轨道共用）。命令行用 ``--key=value`` 覆盖任意字段，GPTConfig 的字段也可以。"""
+
+    # 数据与分词
+    data: str = "default"  # default（人民日报 1998-01）| verdict（原书的短篇小说）| 文本文件路径
+    tokenizer: str = "char"  # char | bpe | gpt2 | 已保存的分词器 JSON 路径
+    bpe_vocab_size: int = 8000  # tokenizer=bpe 时训练的词表大小
+    val_fraction: float = 0.1  # 自定义文本 / verdict：最后这一比例的字符作验证集
+    sampling: str = "random"  # random：每步随机取窗口（nanoGPT）| epoch：滑动窗口分轮次打乱（原书）
+    stride: int = 0  # epoch 模式的滑动步长，0 表示等于 context_length
+    # 模型
+    preset: str = "tiny"
+    init: str = "gpt2"  # gpt2：N(0, 0.02) 并缩放残差投影 | torch：各层的默认初始化（原书）
+    dtype: str = "float32"
+    # 优化
+    batch_size: int = 16
+    grad_accum: int = 1  # 梯度累积步数：每次更新看到 batch_size × grad_accum 个序列
+    max_steps: int = 3000  # 优化器更新次数；epochs > 0 时由轮数决定
+    epochs: int = 0
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | constant
+    weight_decay: float = 0.1
+    decay_all: bool = False  # False：只对二维以上的权重做衰减（嵌入除外）；True：全部参数（原书）
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 梯度范数上限，0 表示不裁剪
+    # 评估、日志与检查点
+    eval_interval: int = 250
+    eval_batches: int = 20
+    log_interval: int = 10
+    save_interval: int = 0  # 除评估时外，每隔多少步另存一次 last 检查点（0 表示不另存）
+    sample_prompt: str = "新华社北京"
+    sample_tokens: int = 80
+    sample_temperature: float = 0.8
+    sample_top_k: int = 40
+    seed: int = 1337
+    out_dir: str = "runs/gpt_numpy"
+    resume: str = "auto"  # auto：有 last 检查点就续训 | never：从头开始 | must：必须续训
+    progress: bool = True  # 显示 tqdm 进度条
+    max_time: float = 0.0  # 训练时长上限（秒），到时保存并结束；0 表示不限
+    # 仅 gpt_torch 使用
+    device: str = "auto"  # auto | cpu | cuda | mps
+    compile: bool = False
+    amp: str = "auto"  # auto：CUDA 上用 bf16 autocast | bf16 | fp32
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "eval_batches", "log_interval", "eval_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} 必须为正，收到 {getattr(self, name)!r}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError("max_steps 与 epochs 至少有一个为正")
+        choices = {
+            "sampling": ("random", "epoch"),
+            "init": ("gpt2", "torch"),
+            "schedule": ("cosine", "constant"),
+            "resume": ("auto", "never", "must"),
+            "dtype": ("float32", "float64"),
+            "amp": ("auto", "bf16", "fp32"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} 只能是 {allowed} 之一，收到 {getattr(self, name)!r}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise ValueError(f"学习率必须为正（lr={self.lr}，min_lr={self.min_lr}）")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# 训练配方：一组 TrainConfig 字段与模型字段的预设，命令行用 --recipe=NAME 选择。
+RECIPES: dict[str, dict[str, Any]] = {
+    # 默认任务：人民日报语料，字符级分词，CPU 上约 10 分钟
+    "default": {},
+    # 原书第 5 章的实验：the-verdict.txt，GPT-2 124M 结构（上下文 256），batch 2，AdamW 4e-4，wd 0.1，10 轮
+    "book-verdict": dict(
+        data="verdict", tokenizer="gpt2", preset="gpt2-small", context_length=256, sampling="epoch",
+        init="torch", batch_size=2, epochs=10, lr=4e-4, min_lr=4e-4, warmup_steps=0, schedule="constant",
+        weight_decay=0.1, decay_all=True, beta1=0.9, beta2=0.999, grad_clip=0.0, eval_interval=5,
+        eval_batches=5, seed=123, sample_prompt="Every effort moves you", sample_tokens=50,
+        sample_temperature=0.0, val_fraction=0.1, out_dir="runs/book-verdict",
+    ),
+}
+
+
 # ---------------------------------------------------------------------------- 通用的字典/命令行解析
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -179,4 +266,6 @@ def save_json(obj: Any, path: str | Path) -> None:
     tmp.replace(p)
 
 
-__all__ = ["GPTConfig", "PRESETS", "apply_overrides", "from_dict", "parse_overrides", "save_json"]
+__all__ = [
+    "GPTConfig", "PRESETS", "RECIPES", "TrainConfig", "apply_overrides", "from_dict", "parse_overrides", "save_json",
+]
