@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from gpt_testutil import hf_config, hf_state, write_hf_dir
 
-from gpt_numpy.gpt2_download import GPT2DownloadError, _fetch, download_gpt2, gpt2_repo_name, gpt2_url
+from gpt_numpy.datasets.remote import DownloadError, NotCachedError, resolve_url
+from gpt_numpy.gpt2_download import download_gpt2, gpt2_repo_name, gpt2_url
 from gpt_numpy.pretrained import load_hf_gpt2
 
 
@@ -42,11 +43,10 @@ def test_unknown_size():
 
 
 def test_url_and_hf_endpoint(monkeypatch):
-    assert gpt2_url("gpt2", "model.safetensors") == (
-        "https://huggingface.co/openai-community/gpt2/resolve/main/model.safetensors"
-    )
+    url = gpt2_url("gpt2-xl", "config.json")
+    assert url == "https://huggingface.co/openai-community/gpt2-xl/resolve/main/config.json"
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com/")
-    assert gpt2_url("gpt2-xl", "config.json") == "https://hf-mirror.com/openai-community/gpt2-xl/resolve/main/config.json"
+    assert resolve_url(url, "gpt2-xl/config.json") == "https://hf-mirror.com/openai-community/gpt2-xl/resolve/main/config.json"
 
 
 def test_download_from_file_endpoint_then_cached(monkeypatch, tmp_path):
@@ -74,7 +74,7 @@ def test_default_cache_dir_from_env(monkeypatch, tmp_path):
 
 def test_offline_mode(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMZH_OFFLINE", "1")
-    with pytest.raises(GPT2DownloadError, match="离线模式"):
+    with pytest.raises(NotCachedError, match="离线模式"):
         download_gpt2("124M", cache_dir=tmp_path, quiet=True)
 
 
@@ -83,7 +83,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        if self.path.endswith("broken/resolve/main/config.json"):  # 声称 1000 字节却只发 10 字节就断开
+        if self.path.startswith("/truncate/"):  # 声称 1000 字节却只发 10 字节就断开
             self.send_response(200)
             self.send_header("Content-Length", "1000")
             self.end_headers()
@@ -117,9 +117,19 @@ def test_download_over_http(server, monkeypatch, tmp_path):
 def test_http_404_and_truncated_leave_no_file(server, monkeypatch, tmp_path):
     _, url = server
     monkeypatch.setenv("HF_ENDPOINT", url)
-    with pytest.raises(GPT2DownloadError, match="404"):
+    with pytest.raises(DownloadError, match="404"):
         download_gpt2("gpt2-xl", cache_dir=tmp_path / "c", quiet=True)
-    assert not any((tmp_path / "c").rglob("*.*"))
-    with pytest.raises(GPT2DownloadError, match="只收到 10 / 1000 字节"):
-        _fetch(f"{url}/broken/resolve/main/config.json", tmp_path / "c" / "config.json", True)
-    assert not any((tmp_path / "c").rglob("*.*"))
+    monkeypatch.setenv("HF_ENDPOINT", url + "/truncate")
+    with pytest.raises(DownloadError, match="只收到 10 / 1000 字节"):
+        download_gpt2("gpt2", cache_dir=tmp_path / "c", quiet=True)
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+
+
+def test_cache_dir_argument_does_not_leak_into_env(monkeypatch, tmp_path):
+    import os
+
+    make_hub(tmp_path / "hub")
+    monkeypatch.setenv("HF_ENDPOINT", (tmp_path / "hub").as_uri())
+    download_gpt2(cache_dir=tmp_path / "elsewhere", quiet=True)
+    assert os.environ["LLMZH_CACHE"] == str(tmp_path / "default-cache")
+    assert not (tmp_path / "default-cache").exists()
