@@ -3,22 +3,23 @@
     python bench/bench_generate.py            # 配置 "small"，200 个新词元，每项重复 3 次取中位数
     python bench/bench_generate.py --quick    # 30 个新词元、重复 1 次，几秒钟看个大概
     python bench/bench_generate.py --gpt2     # 另测 GPT-2 124M 结构（随机权重）
+    python bench/bench_generate.py --threads 1   # NumPy(BLAS) 与 torch 都只用 1 个线程
 
-机器有噪声：同一次运行里测两条轨道，看比值。不作为测试运行。
+机器有噪声：同一次运行里测两条轨道，看比值。机器被其他任务占用时，多线程的 BLAS/torch 会互相
+等待，单个词元的小矩阵乘法可慢 10 倍以上，此时用 --threads 1 更能反映实现本身。不作为测试运行。
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from gpt_numpy.config import GPTConfig
+from gpt_numpy.config import GPTConfig  # 只用标准库：NumPy 在设置线程数之后才导入
 
 PROMPT_LEN = 16
 
@@ -35,6 +36,8 @@ def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 def bench_config(name: str, cfg: GPTConfig, new_tokens: int, repeats: int, tracks: list[str]) -> dict[str, float]:
     """返回 {"numpy/cache": tokens/s, ...}。"""
+    import numpy as np
+
     prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, PROMPT_LEN))
     new_tokens = min(new_tokens, cfg.context_length - PROMPT_LEN)
     results: dict[str, float] = {}
@@ -86,9 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpt2", action="store_true", help="另测 GPT-2 124M 结构")
     p.add_argument("--new-tokens", type=int, default=None, help="新词元数（默认 200，--quick 时 30）")
     p.add_argument("--repeats", type=int, default=None, help="每项重复次数（默认 3，--quick 时 1）")
-    p.add_argument("--threads", type=int, default=None, help="torch 线程数（默认不改）")
+    p.add_argument("--threads", type=int, default=None, help="BLAS 与 torch 的线程数（默认不改）")
     p.add_argument("--no-torch", action="store_true", help="只测 NumPy 轨道")
     a = p.parse_args(argv)
+    if a.threads:  # 必须在导入 NumPy 之前设置
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(a.threads)
     new = a.new_tokens or (30 if a.quick else 200)
     repeats = a.repeats or (1 if a.quick else 3)
     tracks = ["numpy"]
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     configs = [("small", GPTConfig.preset("small"))]
     if a.gpt2:
         configs.append(("gpt2-small", GPTConfig.preset("gpt2-small", qkv_bias=True, tie_weights=True, drop_rate=0.0)))
-    print(f"批大小 1，提示 {PROMPT_LEN} 个词元，生成 {new} 个（贪心），重复 {repeats} 次取中位数")
+    threads = a.threads or "默认"
+    print(f"批大小 1，提示 {PROMPT_LEN} 个词元，生成 {new} 个（贪心），重复 {repeats} 次取中位数，线程数 {threads}")
     for name, cfg in configs:
         report(name, bench_config(name, cfg, new, repeats, tracks), tracks)
 
