@@ -34,7 +34,7 @@ def stream_tokens(
     eos_id: int | None = None,
     seed: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """逐个产出新词元 (B,)。new_cache 为 None 时不用缓存。
+    """逐个产出新词元 (B,)。new_cache 为 None 时不用缓存。参数在第一次前向之前检查。
 
     eos_id：某一行生成 eos 后，该行之后都填 eos；所有行都结束时停止（eos 本身不产出）。
     """

@@ -60,6 +60,27 @@ def test_cached_logits_match_float32():
     assert cache.pos == 11
 
 
+def test_cached_logits_match_every_step_through_generation_loop():
+    """经过共享生成循环（含缓存写满后的重算回退），每一步的 logits 与不用缓存时一致。"""
+    from gpt_numpy.generate import stream_tokens
+    from gpt_torch.generate import _torch_step
+
+    _, tm = twins(7, "float32", qkv_bias=True)
+    tm.eval()
+    step = _torch_step(tm, torch.device("cpu"))
+    logs: dict[bool, list] = {True: [], False: []}
+    for use in (True, False):
+        def rec(tokens, cache, log=logs[use]):
+            out = step(tokens, cache)
+            log.append(out)
+            return out
+
+        nc = (lambda: tm.new_cache(2)) if use else None
+        assert len(list(stream_tokens(rec, prompt(2, 4, 7).numpy(), 14, CTX, nc))) == 14
+    for i, (a, b) in enumerate(zip(logs[True], logs[False], strict=True)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5 * np.abs(b).max(), err_msg=f"第 {i} 步")
+
+
 @pytest.mark.parametrize("t", [3, 15])
 def test_generate_text_simple_equals_temperature_zero(t):
     _, tm = twins(3)
