@@ -102,15 +102,23 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 def load_model_state(directory: str | Path) -> tuple[dict[str, np.ndarray], GPTConfig, dict[str, Any]]:
     """读取检查点，返回 (参数数组, GPTConfig, config.json 全部内容)。"""
     meta = read_config(directory)
-    cfg = GPTConfig.from_dict(meta["model"])
+    try:
+        cfg = GPTConfig.from_dict(meta["model"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{Path(directory) / CONFIG_NAME} 中的模型配置无效：{e}") from None
     state = load_arrays(Path(directory) / WEIGHTS_NAME)
     if cfg.tie_weights and TIED_KEY not in state and "tok_emb.weight" in state:
         state[TIED_KEY] = state["tok_emb.weight"]
     return state, cfg, meta
 
 
-def check_state_shapes(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any]) -> None:
-    """逐键核对形状与键集合；不一致时报出键名与两边的形状。"""
+def check_state_shapes(
+    expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any], tied: bool = False
+) -> None:
+    """逐键核对形状与键集合；不一致时报出键名与两边的形状。
+
+    tied=True（权重共享）时 out_head.weight 与 tok_emb.weight 必须相同，否则载入后只会留下其中一个。
+    """
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -124,3 +132,14 @@ def check_state_shapes(expected: Mapping[str, tuple[int, ...]], state: Mapping[s
         got = tuple(np.shape(state[k]))
         if got != tuple(shape):
             raise CheckpointError(f"参数 {k!r} 形状不匹配：检查点中为 {got}，模型需要 {tuple(shape)}")
+    if tied and TIED_KEY in state and "tok_emb.weight" in state:
+        head, emb = state[TIED_KEY], state["tok_emb.weight"]
+        if head is not emb and not np.array_equal(_as_numpy(head), _as_numpy(emb)):
+            raise CheckpointError(f"模型要求 {TIED_KEY} 与 tok_emb.weight 共享（tie_weights），但检查点中两者的值不同")
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    """NumPy 数组、tinytensor 或 torch 张量（任意设备）→ NumPy 数组。"""
+    if hasattr(x, "cpu"):  # torch 张量：可能在 GPU 上，可能是 bf16
+        x = x.detach().cpu().double()
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)

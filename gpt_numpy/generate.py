@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .sampling import sample_next
+from .sampling import check_sampling_args, sample_next
 
 StepFn = Callable[[np.ndarray, Any], np.ndarray]
 """step(tokens (B, T) int64, cache 或 None) -> 最后一个位置的 logits (B, V)。"""
@@ -34,7 +34,7 @@ def stream_tokens(
     eos_id: int | None = None,
     seed: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """逐个产出新词元 (B,)。new_cache 为 None 时不用缓存。
+    """逐个产出新词元 (B,)。new_cache 为 None 时不用缓存。参数在第一次前向之前检查。
 
     eos_id：某一行生成 eos 后，该行之后都填 eos；所有行都结束时停止（eos 本身不产出）。
     """
@@ -43,6 +43,11 @@ def stream_tokens(
         raise ValueError(f"idx 必须是 (B, T) 且 T ≥ 1 的整数数组，收到形状 {idx.shape}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens 不能为负，收到 {max_new_tokens}")
+    if context_length < 1:
+        raise ValueError(f"context_length 必须 ≥ 1，收到 {context_length}")
+    check_sampling_args(temperature, top_k, top_p)
+    if max_new_tokens == 0:
+        return
     rng = np.random.default_rng(seed)
     tokens = idx[:, -context_length:]
     cache = new_cache() if new_cache is not None else None

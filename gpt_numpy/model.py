@@ -128,7 +128,7 @@ class GPTModel(nn.Module):
 
     def load_arrays(self, state: dict[str, Any]) -> None:
         """按名字载入参数；键或形状不一致时报出键名与两边的形状。"""
-        check_state_shapes({k: v.shape for k, v in self.state_dict().items()}, state)
+        check_state_shapes({k: v.shape for k, v in self.state_dict().items()}, state, tied=self.cfg.tie_weights)
         self.load_state_dict(state)
 
     def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:

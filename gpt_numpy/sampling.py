@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def _check(temperature: float, top_k: int | None, top_p: float | None, vocab: int) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature 不能为负，收到 {temperature}")
-    if top_k is not None and not 1 <= top_k:
-        raise ValueError(f"top_k 必须 ≥ 1，收到 {top_k}")
+def check_sampling_args(temperature: float, top_k: int | None = None, top_p: float | None = None) -> None:
+    """检查抽样参数；不合法时报 ValueError（生成开始前调用，免得白算一次前向）。"""
+    if not temperature >= 0:  # 也拒绝 NaN
+        raise ValueError(f"temperature 不能为负（0 表示贪心），收到 {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"top_k 必须是 ≥ 1 的整数，收到 {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p 必须在 (0, 1] 内，收到 {top_p}")
 
@@ -26,6 +27,7 @@ def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | N
     out = np.array(logits, dtype=np.float64)
     v = out.shape[-1]
     if top_k is not None and top_k < v:
+        top_k = int(top_k)
         kth = np.partition(out, v - top_k, axis=-1)[:, v - top_k : v - top_k + 1]  # 每行第 k 大的值
         out[out < kth] = -np.inf
     if top_p is not None and top_p < 1.0:
@@ -60,14 +62,14 @@ def sample_next(
     logits = np.asarray(logits)
     if logits.ndim != 2:
         raise ValueError(f"logits 必须是 (B, V) 的二维数组，收到形状 {logits.shape}")
-    _check(temperature, top_k, top_p, logits.shape[-1])
+    check_sampling_args(temperature, top_k, top_p)
     if temperature == 0.0:
         return np.argmax(logits, axis=-1).astype(np.int64)
     rng = np.random.default_rng() if rng is None else rng
     scaled = np.asarray(logits, dtype=np.float64) / temperature
     probs = softmax(filter_logits(scaled, top_k, top_p))
-    u = rng.random(len(probs))[:, None]
+    u = rng.random(len(probs))[:, None]  # [0, 1)
     cdf = np.cumsum(probs, axis=-1)
-    cdf[:, -1] = 1.0  # 消除累加的舍入误差
+    cdf /= cdf[:, -1:]  # 消除累加的舍入误差：最后一个非零概率处的 cdf 恰好为 1，被过滤的词元永远抽不到
     idx = (u >= cdf).sum(axis=-1)  # 逆变换抽样：第一个 cdf > u 的位置
     return idx.astype(np.int64)

@@ -131,7 +131,7 @@ class GPTModel(nn.Module):
     def load_arrays(self, state: dict[str, Any]) -> None:
         """按名字载入参数（NumPy 数组或张量）；键或形状不一致时报出键名与两边的形状。"""
         own = self.state_dict()
-        check_state_shapes({k: tuple(v.shape) for k, v in own.items()}, state)
+        check_state_shapes({k: tuple(v.shape) for k, v in own.items()}, state, tied=self.cfg.tie_weights)
         with torch.no_grad():
             for k, v in own.items():
                 v.copy_(torch.as_tensor(np.asarray(state[k]) if not isinstance(state[k], torch.Tensor) else state[k]))

@@ -1,0 +1,70 @@
+"""下载 OpenAI 发布的 GPT-2 权重（Hugging Face 格式：config.json + model.safetensors）。
+
+    path = download_gpt2("124M")          # 或 "gpt2"、"355M"/"gpt2-medium"、"774M"/"gpt2-large"、"1558M"/"gpt2-xl"
+    model = load_hf_gpt2(path)            # gpt_numpy.pretrained 或 gpt_torch.pretrained
+
+地址为 ``https://huggingface.co/openai-community/{name}/resolve/main/{文件}``。实际下载交给
+项目统一的下载助手 gpt_numpy.datasets.remote.download，所以同样支持：HF_ENDPOINT（国内可设为
+镜像，如 https://hf-mirror.com）、LLMZH_MIRROR、LLMZH_OFFLINE=1（只用缓存）、原子写入。
+文件缓存在 ``{cache_dir}/{name}/`` 下；cache_dir 缺省为下载助手的缓存目录（LLMZH_CACHE，缺省 ~/.cache/llm-zh）。
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .datasets import remote
+
+HF_PREFIX = "https://huggingface.co"
+OWNER = "openai-community"
+GPT2_FILES = ("config.json", "model.safetensors")
+SIZE_TO_NAME = {"124M": "gpt2", "355M": "gpt2-medium", "774M": "gpt2-large", "1558M": "gpt2-xl"}
+ALIASES = {"gpt2-small": "gpt2"}
+
+
+def gpt2_repo_name(model_size: str) -> str:
+    """"124M" / "gpt2" / "openai-community/gpt2" 等写法 → Hugging Face 上的模型名（如 "gpt2-medium"）。"""
+    s = model_size.strip()
+    s = s.split("/", 1)[1] if s.startswith(OWNER + "/") else s
+    s = SIZE_TO_NAME.get(s.upper(), ALIASES.get(s.lower(), s.lower()))
+    if s not in SIZE_TO_NAME.values():
+        choices = ", ".join([*SIZE_TO_NAME, *SIZE_TO_NAME.values()])
+        raise ValueError(f"未知的 GPT-2 规模 {model_size!r}；可选：{choices}")
+    return s
+
+
+def gpt2_url(name: str, filename: str) -> str:
+    """某个文件在 Hugging Face 上的原始地址（镜像的替换由下载助手完成）。"""
+    return f"{HF_PREFIX}/{OWNER}/{name}/resolve/main/{filename}"
+
+
+def download_gpt2(model_size: str = "124M", cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
+    """下载（或直接取缓存中的）GPT-2 权重，返回含 config.json 与 model.safetensors 的目录。"""
+    name = gpt2_repo_name(model_size)
+    with _cache_root(cache_dir):
+        paths = [remote.download(gpt2_url(name, f), f"{name}/{f}", quiet=quiet) for f in GPT2_FILES]
+    return paths[0].parent
+
+
+# TODO(text-data)：remote.download 只写到 LLMZH_CACHE 指定的缓存目录，没有“目标目录”参数；
+# 在它加上之前，指定 cache_dir 时临时改写该环境变量（非线程安全，只在本调用期间生效）。
+@contextlib.contextmanager
+def _cache_root(cache_dir: str | Path | None) -> Iterator[None]:
+    if cache_dir is None:
+        yield
+        return
+    old = os.environ.get(remote.ENV_CACHE)
+    os.environ[remote.ENV_CACHE] = str(Path(cache_dir).expanduser())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(remote.ENV_CACHE, None)
+        else:
+            os.environ[remote.ENV_CACHE] = old
+
+
+__all__ = ["download_gpt2", "gpt2_repo_name", "gpt2_url"]
