@@ -77,7 +77,8 @@ class Linear(Function):
                 f"linear：输入最后一维 {x.shape[-1]} 与权重形状 {tuple(w.shape)}（out, in）的 in 不一致"
             )
         ctx.save_for_backward(x, w)
-        out = x @ w.T
+        # 把批维摊平成一次二维矩阵乘：numpy 对 3 维 @ 2 维是逐批调用 BLAS，实测慢 3~4 倍
+        out = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(*x.shape[:-1], w.shape[0])
         if b is not None:
             out += b
         return out
