@@ -1,0 +1,87 @@
+"""tinytensor 的融合热点算子：numba 内核 + 同名 NumPy 参考实现 + 后端开关。
+
+本包只依赖 numpy、numba 与标准库，不导入 tinytensor 的其他部分，可单独测试。
+所有函数的输入输出都是普通 NumPy 数组；每个公开函数在 *调用时* 按当前后端
+（``TINYTENSOR_BACKEND`` 环境变量或 ``set_backend``）分派到 numba 内核或 NumPy 参考实现。
+参考实现以 ``*_numpy`` 命名，与内核放在同一文件（一层一个文件）。
+
+=========================  ============================================================
+文件                        内容
+=========================  ============================================================
+``backend.py``              后端开关：get_backend / set_backend / use_numba / backend_scope
+``layer_norm.py``           layer_norm_fwd / layer_norm_bwd
+``cross_entropy.py``        cross_entropy_fwd / cross_entropy_bwd，softmax、log_softmax 前向与反向
+``gelu.py``                 gelu_fwd / gelu_bwd（tanh 近似）
+``embedding.py``            embedding_bwd（重复下标安全的散射相加）
+``adamw.py``                adamw_step / adam_step（原地，与 torch.optim 逐步一致）
+``attention.py``            attention_fwd / attention_bwd（BLAS 矩阵乘 + 融合的因果 softmax）
+``_vmath.py``               可向量化的 exp/tanh 与按行归约（内核内部使用）
+=========================  ============================================================
+"""
+
+from .adamw import adam_step, adam_step_numpy, adamw_step, adamw_step_numpy
+from .attention import attention_bwd, attention_bwd_numpy, attention_fwd, attention_fwd_numpy
+from .backend import (
+    ALLOWED_BACKENDS,
+    NUMBA_AVAILABLE,
+    backend_scope,
+    get_backend,
+    set_backend,
+    use_numba,
+)
+from .cross_entropy import (
+    cross_entropy_bwd,
+    cross_entropy_bwd_numpy,
+    cross_entropy_fwd,
+    cross_entropy_fwd_numpy,
+    log_softmax_bwd,
+    log_softmax_bwd_numpy,
+    log_softmax_fwd,
+    log_softmax_fwd_numpy,
+    softmax_bwd,
+    softmax_bwd_numpy,
+    softmax_fwd,
+    softmax_fwd_numpy,
+)
+from .embedding import embedding_bwd, embedding_bwd_numpy
+from .gelu import gelu_bwd, gelu_bwd_numpy, gelu_fwd, gelu_fwd_numpy
+from .layer_norm import layer_norm_bwd, layer_norm_bwd_numpy, layer_norm_fwd, layer_norm_fwd_numpy
+
+__all__ = [
+    "ALLOWED_BACKENDS",
+    "NUMBA_AVAILABLE",
+    "adam_step",
+    "adam_step_numpy",
+    "adamw_step",
+    "adamw_step_numpy",
+    "attention_bwd",
+    "attention_bwd_numpy",
+    "attention_fwd",
+    "attention_fwd_numpy",
+    "backend_scope",
+    "cross_entropy_bwd",
+    "cross_entropy_bwd_numpy",
+    "cross_entropy_fwd",
+    "cross_entropy_fwd_numpy",
+    "embedding_bwd",
+    "embedding_bwd_numpy",
+    "gelu_bwd",
+    "gelu_bwd_numpy",
+    "gelu_fwd",
+    "gelu_fwd_numpy",
+    "get_backend",
+    "layer_norm_bwd",
+    "layer_norm_bwd_numpy",
+    "layer_norm_fwd",
+    "layer_norm_fwd_numpy",
+    "log_softmax_bwd",
+    "log_softmax_bwd_numpy",
+    "log_softmax_fwd",
+    "log_softmax_fwd_numpy",
+    "set_backend",
+    "softmax_bwd",
+    "softmax_bwd_numpy",
+    "softmax_fwd",
+    "softmax_fwd_numpy",
+    "use_numba",
+]

@@ -1,0 +1,107 @@
+"""内核后端开关：numba（默认）或纯 NumPy。
+
+契约
+----
+- 环境变量 ``TINYTENSOR_BACKEND`` 在导入时决定初始后端，取值 ``numba``（默认）或 ``numpy``，
+  大小写不敏感；其他取值在导入时抛出 ValueError（拼写错误不应被悄悄忽略）。
+- ``set_backend(name)`` 在运行时切换；各公开内核函数在 *调用时* 读取当前后端，
+  所以测试可以随时切换。
+- numba 导入失败时回退到 NumPy 并发出 RuntimeWarning；之后请求 numba 也只会再警告一次并保持 NumPy。
+- 本模块同时导出 ``njit``、``prange``、``overload``：numba 不可用时它们是“什么也不做”的替身，
+  使内核模块仍能被导入（此时内核永远不会被调用）。
+
+本包只依赖 numpy、numba 与标准库，不导入 tinytensor 的其他部分。
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+ALLOWED_BACKENDS: tuple[str, ...] = ("numba", "numpy")
+ENV_VAR = "TINYTENSOR_BACKEND"
+
+try:  # numba 是运行时依赖，但缺失或损坏时仍要能用 NumPy 跑通
+    from numba import njit, prange
+    from numba.extending import overload
+
+    NUMBA_AVAILABLE = True
+    NUMBA_IMPORT_ERROR: str | None = None
+except Exception as exc:  # 任何导入失败都回退
+    NUMBA_AVAILABLE = False
+    NUMBA_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    prange = range
+
+    def njit(*args: Any, **kwargs: Any) -> Any:
+        """numba 缺失时的替身：原样返回被装饰的 Python 函数。"""
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return lambda f: f
+
+    def overload(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """numba 缺失时的替身：不注册任何实现。"""
+        return lambda f: f
+
+
+def _normalize(name: object) -> str:
+    """把后端名规范成小写字符串；非法取值抛出中文 ValueError。"""
+    norm = str(name).strip().lower() if isinstance(name, str) else None
+    if norm not in ALLOWED_BACKENDS:
+        allowed = "、".join(repr(b) for b in ALLOWED_BACKENDS)
+        raise ValueError(f"未知的内核后端 {name!r}；可选值为 {allowed}")
+    return norm
+
+
+def _resolve(name: str) -> str:
+    """numba 不可用时把 'numba' 降级为 'numpy'（并警告）。"""
+    if name == "numba" and not NUMBA_AVAILABLE:
+        warnings.warn(
+            f"numba 导入失败（{NUMBA_IMPORT_ERROR}），内核改用 NumPy 后端（更慢，但结果一致）",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "numpy"
+    return name
+
+
+def _initial_backend() -> str:
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return _resolve("numba")
+    try:
+        return _resolve(_normalize(raw))
+    except ValueError as exc:
+        raise ValueError(f"环境变量 {ENV_VAR}={raw!r} 无效：{exc}") from None
+
+
+_backend: str = _initial_backend()
+
+
+def get_backend() -> str:
+    """返回当前生效的后端名：'numba' 或 'numpy'。"""
+    return _backend
+
+
+def set_backend(name: str) -> None:
+    """切换后端（'numba' 或 'numpy'）；numba 不可用时请求 'numba' 会警告并保持 'numpy'。"""
+    global _backend
+    _backend = _resolve(_normalize(name))
+
+
+def use_numba() -> bool:
+    """当前是否走 numba 内核。"""
+    return _backend == "numba"
+
+
+@contextlib.contextmanager
+def backend_scope(name: str) -> Iterator[None]:
+    """临时切换后端的上下文管理器，退出时恢复原值：``with backend_scope("numpy"): ...``。"""
+    old = _backend
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(old)
