@@ -25,7 +25,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+# --threads 要在导入 numpy/numba/torch 之前设好环境变量（BLAS 与 numba 的线程数在导入时确定）
+if "--threads" in sys.argv[:-1]:
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_var] = _n
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -287,8 +293,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seq", type=int, default=256, help="注意力 softmax 的行长 T")
     ap.add_argument("--softmax-rows", type=int, default=8 * 6 * 256, help="B·nh·T")
     ap.add_argument("--params", type=int, default=13_000_000, help="AdamW 的参数个数")
+    ap.add_argument("--threads", type=int, default=None, help="numba、BLAS 与 torch 的线程数（默认不改）")
     ap.add_argument("--attn", type=int, nargs=4, default=[8, 6, 256, 64], metavar=("B", "nh", "T", "hs"))
     args = ap.parse_args(argv)
+    if args.threads and torch is not None:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.repeat = min(args.repeat, 5)
         args.params = min(args.params, 2_000_000)

@@ -435,7 +435,10 @@ def test_cross_entropy_extreme_logits_no_nan(backend, dtype) -> None:
     for a in (loss, lse, d, y, ly):
         assert not np.isnan(a).any()
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(d))
-    torch = pytest.importorskip("torch")
+    try:
+        import torch
+    except ImportError:  # 没有 torch 时只检查无 NaN
+        return
     lt = torch.tensor(logits.astype(np.float64), requires_grad=True)
     ref = torch.nn.functional.cross_entropy(lt, torch.from_numpy(targets), reduction="none")
     np.testing.assert_allclose(loss, ref.detach().numpy(), rtol=1e-6, atol=1e-3)
@@ -472,6 +475,17 @@ def test_masked_rows_no_nan(backend, dtype) -> None:
     p = np.exp(np.array([1.0, 2.0, 0.5]) - np.log(np.exp([1.0, 2.0, 0.5]).sum()))
     np.testing.assert_allclose(y[1, [0, 2, 4]], p, rtol=1e-6)
     np.testing.assert_allclose(loss[1], -np.log(p[1]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_nan_logits_propagate(backend) -> None:
+    """NaN（或 +inf）的 logits 应得到 NaN 的 loss，让训练发散可见，而不是被悄悄吞掉。"""
+    logits = np.zeros((3, 8), np.float32)
+    logits[0, 5] = np.nan
+    logits[1, 2] = np.inf
+    with backend_scope(backend):
+        loss, lse = K.cross_entropy_fwd(logits, np.array([1, 1, 1]))
+    assert np.isnan(loss[0]) and np.isnan(loss[1]) and np.isfinite(loss[2])
 
 
 def test_cross_entropy_bad_target_raises_chinese_index_error() -> None:
