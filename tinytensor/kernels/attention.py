@@ -59,7 +59,7 @@ def attention_fwd_numpy(
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
     denom = s.sum(axis=-1, keepdims=True, dtype=np.float64).astype(q.dtype)
-    s /= denom
+    s *= np.ones((), q.dtype) / denom
     return np.matmul(s, v), s
 
 
@@ -94,9 +94,9 @@ def _scale_mask_softmax_inplace(s, scale, T, causal):
         m = row_max(head)
         for j in range(n):
             head[j] = vexp(head[j] - m)
-        denom = s.dtype.type(row_sum(head))
+        inv = s.dtype.type(1.0) / s.dtype.type(row_sum(head))
         for j in range(n):
-            head[j] = head[j] / denom
+            head[j] = head[j] * inv
         for j in range(n, Tk):
             row[j] = zero
 

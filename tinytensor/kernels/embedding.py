@@ -11,9 +11,13 @@
   g 形状为 idx.shape + (C,)；dW 为 (num_embeddings, C) 的新数组（先置零再散射相加），dtype 同 g。
 - 下标必须在 [0, num_embeddings) 内，否则抛出中文 IndexError（包装层向量化检查；内核不做越界检查，
   所以这一步不能省）。
-- 重复下标安全：NumPy 参考用 ``np.add.at``；numba 内核 **不对词元做 prange**（两个线程可能同时写同一行），
-  而是按通道块并行：每次迭代独占 dW 的一段列，按词元顺序累加。每个元素的累加顺序都是词元顺序，
-  与 ``np.add.at`` 相同，所以两者逐位相同，也与线程数无关。
+- 重复下标安全：NumPy 参考用 ``np.add.at``；numba 内核按词元顺序串行累加整行（``dW[idx[i]] += g[i]``），
+  **不对词元做 prange**（两个线程可能同时写同一行）。每个元素的累加顺序都是词元顺序，与 ``np.add.at``
+  相同，所以两者逐位相同，也与线程数无关。
+- 为什么完全不并行：这一步的计算量只有 N·C 次加法。实测（单线程，V 6000、N 2048、C 384/768，float32，
+  不含置零）：串行整行 0.11/0.23 ms；按 128 通道一块 prange（每块独占 dW 的一段列）0.13/0.36 ms；
+  同样分块但用二维下标 ``dW[r, j]`` 时 0.57/1.43 ms（内层循环没有向量化）。双线程时分块版本的
+  fork/join 开销比整个计算还大，所以用串行整行。置零（``np.zeros``）另需 0.1–0.3 ms。
 """
 
 from __future__ import annotations
@@ -21,9 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import float_array, int_array
-from .backend import njit, prange, use_numba
-
-EMB_BLOCK = 64  # 每个并行块负责的通道数（结果与它无关，只影响速度）
+from .backend import njit, use_numba
 
 _OP = "embedding 反向"
 
@@ -52,17 +54,14 @@ def embedding_bwd_numpy(num_embeddings: int, idx: np.ndarray, g: np.ndarray) -> 
     return dW
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _embedding_bwd_numba(dW, idx, g, block):
-    N, C = g.shape
-    nblk = (C + block - 1) // block
-    for bi in prange(nblk):  # 并行单位是通道块：每次迭代独占 dW[:, c0:c1]
-        c0 = bi * block
-        c1 = min(C, c0 + block)
-        for i in range(N):  # 词元按顺序串行累加（重复下标安全）
-            r = idx[i]
-            for j in range(c0, c1):
-                dW[r, j] += g[i, j]
+@njit(cache=True, error_model="numpy")
+def _embedding_bwd_numba(dW, idx, g):
+    N = g.shape[0]
+    for i in range(N):  # 词元按顺序串行累加（重复下标安全）；整行是一维视图，内层循环可向量化
+        d = dW[idx[i]]
+        s = g[i]
+        for j in range(d.shape[0]):
+            d[j] += s[j]
 
 
 def embedding_bwd(num_embeddings: int, idx: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -71,5 +70,5 @@ def embedding_bwd(num_embeddings: int, idx: np.ndarray, g: np.ndarray) -> np.nda
     if not use_numba():
         return embedding_bwd_numpy(V, i, g2)
     dW = np.zeros((V, g2.shape[1]), dtype=g2.dtype)
-    _embedding_bwd_numba(dW, np.ascontiguousarray(i), np.ascontiguousarray(g2), EMB_BLOCK)
+    _embedding_bwd_numba(dW, np.ascontiguousarray(i), np.ascontiguousarray(g2))
     return dW

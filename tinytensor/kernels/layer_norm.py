@@ -20,7 +20,10 @@
   （有 b 无 w 的少见情形，db 就是 g 对前面各维求和，由调用方自行计算）。
 - 数值：均值与方差用两遍法（先均值、再 Σ(x−μ)²），两遍都在 float64 中累加（float32 输入也是），
   结果再舍入到输入精度保存；y、dx 的逐元素运算在输入精度下进行。torch 在 CPU 上用 float32 的
-  Welford/两遍法，两者差在末位。反向里 mean(ĝ)、mean(ĝ·x̂) 以及 dw、db 同样在 float64 中累加。
+  Welford/两遍法，两者差在末位。反向里每行的 mean(ĝ)、mean(ĝ·x̂) 同样在 float64 中累加。
+  dw、db：numba 内核先在每块 ``LN_BWD_ROWS``（32）行内按输入精度累加，块与块之间再用 float64 相加
+  （32 项的 float32 和误差约 1e−7 量级，与 NumPy 成对求和相当；实测 (2048, 384) 单线程反向由 0.65 ms
+  降到 0.50 ms，与 torch 持平）；NumPy 参考直接在 float64 中对所有行求和。
 - 并行：前向按行 prange，每行独立；反向把行分成固定大小（``LN_BWD_ROWS`` 行）的块，每块写自己的
   dw/db 部分和，再按块号顺序相加——块划分与线程数无关，所以结果与 NUMBA_NUM_THREADS 无关。
 """
@@ -114,20 +117,24 @@ def _layer_norm_bwd_numba(dx, dw_part, db_part, g, x, w, mean, rstd, rows, nchun
     for c in prange(nchunk):  # 每块只写 dx 的本块行与 dw_part[c]、db_part[c]
         xhat = np.empty(C, x.dtype)
         dxhat = np.empty(C, x.dtype)
+        pw = dw_part[c]
+        pb = db_part[c]
         for i in range(c * rows, min(N, (c + 1) * rows)):
             m = mean[i]
             r = rstd[i]
             xi = x[i]
             gi = g[i]
-            for j in range(C):
-                xhat[j] = (xi[j] - m) * r
-                dxhat[j] = gi[j] * w[j]
             if need_wb:
-                pw = dw_part[c]
-                pb = db_part[c]
                 for j in range(C):
-                    pw[j] += gi[j] * xhat[j]
+                    xh = (xi[j] - m) * r
+                    xhat[j] = xh
+                    dxhat[j] = gi[j] * w[j]
+                    pw[j] += gi[j] * xh
                     pb[j] += gi[j]
+            else:
+                for j in range(C):
+                    xhat[j] = (xi[j] - m) * r
+                    dxhat[j] = gi[j] * w[j]
             a = x.dtype.type(row_sum(dxhat) / C)
             cc = x.dtype.type(row_dot(dxhat, xhat) / C)
             dxi = dx[i]
@@ -195,9 +202,9 @@ def layer_norm_bwd(
     nchunk = (N + LN_BWD_ROWS - 1) // LN_BWD_ROWS
     need_wb = w is not None
     dx = np.empty_like(x2)
-    shape_part = (nchunk, C) if need_wb else (1, 1)
-    dw_part = np.zeros(shape_part, np.float64)
-    db_part = np.zeros(shape_part, np.float64)
+    shape_part = (nchunk, C) if need_wb else (nchunk, 1)
+    dw_part = np.zeros(shape_part, x.dtype)  # 块内按输入精度累加（见模块说明）
+    db_part = np.zeros(shape_part, x.dtype)
     wk = np.ascontiguousarray(w) if w is not None else np.ones(C, x.dtype)
     _layer_norm_bwd_numba(
         dx, dw_part, db_part, g2, x2, wk,
@@ -207,5 +214,7 @@ def layer_norm_bwd(
     dx = dx.reshape(x.shape)
     if not need_wb:
         return dx, None, None
-    # 按块号顺序相加（NumPy 沿 axis 0 逐行累加，顺序固定）
-    return dx, dw_part.sum(axis=0).astype(x.dtype), db_part.sum(axis=0).astype(x.dtype)
+    # 块间按块号顺序在 float64 中相加（NumPy 沿 axis 0 逐行累加，顺序固定）
+    dw = dw_part.sum(axis=0, dtype=np.float64).astype(x.dtype)
+    db = db_part.sum(axis=0, dtype=np.float64).astype(x.dtype)
+    return dx, dw, db
