@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seq", type=int, default=256, help="注意力 softmax 的行长 T")
     ap.add_argument("--softmax-rows", type=int, default=8 * 6 * 256, help="B·nh·T")
     ap.add_argument("--params", type=int, default=13_000_000, help="AdamW 的参数个数")
+    ap.add_argument("--only", default="", help="只跑名字里含这个子串的内核，如 attention")
     ap.add_argument("--threads", type=int, default=None, help="numba、BLAS 与 torch 的线程数（默认不改）")
     ap.add_argument("--attn", type=int, nargs=4, default=[8, 6, 256, 64], metavar=("B", "nh", "T", "hs"))
     args = ap.parse_args(argv)
@@ -320,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     for name, shape, fns in all_cases:
+        if args.only not in name:
+            continue
         res = time_all(fns, args.repeat)
         nb = res["numba"]
         tor = res.get("torch", float("nan"))

@@ -153,6 +153,15 @@ def test_env_var_selects_backend() -> None:
     assert "TINYTENSOR_BACKEND" in r.stderr and "bogus" in r.stderr and "'numpy'" in r.stderr
 
 
+def test_omp_wait_policy_default_is_passive_but_overridable() -> None:
+    code = "import os, tinytensor.kernels; print(os.environ['OMP_WAIT_POLICY'])"
+    r = run_py(code, unset=("OMP_WAIT_POLICY",))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "PASSIVE"
+    r = run_py(code, {"OMP_WAIT_POLICY": "ACTIVE"})
+    assert r.stdout.strip() == "ACTIVE"
+
+
 def test_falls_back_to_numpy_when_numba_missing() -> None:
     code = """
         import sys, warnings
