@@ -162,6 +162,24 @@ def test_omp_wait_policy_default_is_passive_but_overridable() -> None:
     assert r.stdout.strip() == "ACTIVE"
 
 
+def test_stale_numba_cache_is_dropped_when_any_source_changes(tmp_path: Path, monkeypatch) -> None:
+    from tinytensor.kernels.backend import _drop_stale_numba_cache
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "a.f-1.py311.nbi").write_bytes(b"old")
+    _drop_stale_numba_cache(tmp_path)  # 第一次：没有记录 → 删除
+    assert not (cache / "a.f-1.py311.nbi").exists()
+    (cache / "a.f-1.py311.nbc").write_bytes(b"new")
+    _drop_stale_numba_cache(tmp_path)  # 源码未变 → 保留
+    assert (cache / "a.f-1.py311.nbc").exists()
+    (tmp_path / "b.py").write_text("y = 2\n")  # 另一个文件变了（如 _vmath.py）→ 全部删除
+    _drop_stale_numba_cache(tmp_path)
+    assert not (cache / "a.f-1.py311.nbc").exists()
+
+
 def test_falls_back_to_numpy_when_numba_missing() -> None:
     code = """
         import sys, warnings

@@ -6,10 +6,13 @@
   大小写不敏感；其他取值在导入时抛出 ValueError（拼写错误不应被悄悄忽略）。
 - ``set_backend(name)`` 在运行时切换；各公开内核函数在 *调用时* 读取当前后端，
   所以测试可以随时切换。
-- numba 导入失败时回退到 NumPy 并发出 RuntimeWarning；之后请求 numba 也只会再警告一次并保持 NumPy。
+- numba 导入失败时回退到 NumPy 并发出 RuntimeWarning；之后再请求 numba 会再次警告并保持 NumPy。
 - 本模块同时导出 ``njit``、``prange``、``overload``：numba 不可用时它们是“什么也不做”的替身，
   使内核模块仍能被导入（此时内核永远不会被调用）。
-
+- numba 的 ``cache=True`` 只按 *调用者自己* 的源文件判断缓存是否过期：改了 ``_vmath.py``，用到它的
+  各内核仍会加载旧的机器码。所以导入时对本包所有 ``*.py`` 求一个哈希，与 ``__pycache__`` 里记下的
+  不同就删掉那里的 numba 缓存（``*.nbi``/``*.nbc``），下次调用时重新编译。
+  设置了 NUMBA_CACHE_DIR 时不做这件事。
 - 导入时执行 ``os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")``（用户已设置则不动）。原因（实测，
   2 核机器）：numba 的 OpenMP 线程在并行区结束后默认会忙等一段时间，正好和紧随其后的 OpenBLAS
   矩阵乘抢核。注意力前向（矩阵乘 → numba softmax → 矩阵乘）在默认设置下 22.6–30.7 ms，
@@ -23,9 +26,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 # 必须在 numba 第一次启动并行区（加载 libgomp）之前设置，见模块说明
@@ -54,6 +59,35 @@ except Exception as exc:  # 任何导入失败都回退
     def overload(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """numba 缺失时的替身：不注册任何实现。"""
         return lambda f: f
+
+
+def _drop_stale_numba_cache(here: Path) -> None:
+    """目录 here 中任一 .py 变了就删掉 here/__pycache__ 里的 numba 缓存（原因见模块说明）。"""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    h = hashlib.sha256()
+    for f in sorted(here.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    digest = h.hexdigest()
+    cache = here / "__pycache__"
+    stamp = cache / "numba-source.sha256"
+    try:
+        if stamp.read_text() == digest:
+            return
+    except OSError:
+        pass
+    try:
+        cache.mkdir(exist_ok=True)
+        for p in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+            p.unlink(missing_ok=True)
+        stamp.write_text(digest)
+    except OSError:  # 只读的安装目录：numba 会自己改用用户缓存目录，重新安装时文件时间也会变
+        pass
+
+
+if NUMBA_AVAILABLE:
+    _drop_stale_numba_cache(Path(__file__).resolve().parent)
 
 
 def _normalize(name: object) -> str:
