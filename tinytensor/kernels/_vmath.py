@@ -22,7 +22,8 @@ numba + 本文件 ``vexp``    5.5–6.8 ms           1.8 ms（≈1.8 G 元素/s�
 exp(x) = 2^n · exp(r)，n = round(x / ln2)，r = x − n·ln2 ∈ [−ln2/2, ln2/2]；
 ln2 拆成高低两段（高段尾部全零，n·ln2_hi 精确），exp(r) 用 Taylor 多项式（float32 取 7 阶，
 截断误差 < 6e−9；float64 取 13 阶，截断误差 < 5e−18），2^n 直接拼指数位，拆成两个因子以覆盖次正规数。
-实测最大误差：float32 1.2 ulp（np.exp 为 2.4 ulp），float64 1.2 ulp（np.exp 为 0.7 ulp）。
+实测最大误差（允许 FMA 后，见下）：float32 0.84 ulp（np.exp 为 2.2–2.4 ulp），float64 0.79 ulp
+（np.exp 为 0.7 ulp）。
 x 为 NaN 返回 NaN，+inf → inf，−inf → 0，上溢为 inf，下溢为 0。
 
 tanh(u) = sign(u) · (1 − e)/(1 + e)，e = exp(−2|u|) ∈ (0, 1]，不会溢出；绝对误差约 2 ulp(1)
@@ -31,7 +32,7 @@ tanh(u) = sign(u) · (1 − e)/(1 + e)，e = exp(−2|u|) ∈ (0, 1]，不会溢
 注意
 ----
 - ``vexp`` 中“加再减 1.5·2^23（或 1.5·2^52）”是舍入到整数的技巧，``fastmath`` 的重结合会把它消掉；
-  所以 **调用 vexp/vtanh 的函数不得开启 fastmath**。
+  所以 vexp/vtanh 自己只开 ``contract``（允许 FMA，见下方代码注释），调用它们的内核不开 fastmath。
 - 除法要向量化，调用方须用 ``error_model="numpy"``（默认的 "python" 模型会为除零检查插入分支）。
 - 按行归约（``row_sum`` 等）用 ``fastmath={"reassoc"}``：只允许重结合，于是 LLVM 能用多个
   向量累加器并行求和（LayerNorm 前向实测快 2–3 倍）；累加一律用 float64。求和顺序由编译出的
@@ -153,19 +154,40 @@ def _tanh64(u):
     return np.copysign(t, u)
 
 
+# 这四个函数单独编译，只开 fastmath 的 "contract"：允许把 a·b + c 合成一条 FMA 指令，
+# 不允许重结合、也不假设没有 NaN/inf。Cody–Waite 约化与 Horner 多项式用 FMA 只会更准：
+# 实测 float32 最大误差 1.11 → 0.84 ulp，float64 1.00 → 0.79 ulp；缓存内吞吐 float32 快 1.3 倍、
+# float64 快 1.8 倍（32K 元素：19.9 → 15.1 µs，62 → 34 µs；np.exp 为 18.7 / 50.5 µs）。
+# 调用者内联它们之后，这些指令仍带着各自的标志，调用者其余的运算不受影响（仍然不合成 FMA）。
+_KERNEL_FLAGS = dict(cache=True, fastmath={"contract"}, error_model="numpy")
+_exp32_jit = njit(**_KERNEL_FLAGS)(_exp32)
+_exp64_jit = njit(**_KERNEL_FLAGS)(_exp64)
+_tanh32_jit = njit(**_KERNEL_FLAGS)(_tanh32)
+_tanh64_jit = njit(**_KERNEL_FLAGS)(_tanh64)
+
 if NUMBA_AVAILABLE:
     from numba.core import types
 
     @overload(vexp)
     def _vexp_overload(x):
         if isinstance(x, types.Float):
-            return _exp32 if x.bitwidth == 32 else _exp64
+            f = _exp32_jit if x.bitwidth == 32 else _exp64_jit
+
+            def impl(x):
+                return f(x)
+
+            return impl
         return None
 
     @overload(vtanh)
     def _vtanh_overload(u):
         if isinstance(u, types.Float):
-            return _tanh32 if u.bitwidth == 32 else _tanh64
+            f = _tanh32_jit if u.bitwidth == 32 else _tanh64_jit
+
+            def impl(u):
+                return f(u)
+
+            return impl
         return None
 
 

@@ -18,7 +18,7 @@
   dtype 相同（float32/float64），可不连续；probs 为 P（(..., T, Tk)，C 连续），留给反向。
 - ``attention_bwd(g, q, k, v, probs, scale) -> (dq, dk, dv)``。
 - 因果且 T ≤ Tk 时每行至少有一个未被掩码的位置，不会出现整行 −inf。
-- 实现：三次（前向两次、反向四次）矩阵乘交给 ``np.matmul``（BLAS）；其余逐元素/逐行的工作在 numba 中融合：
+- 实现：矩阵乘（前向两次、反向四次）交给 ``np.matmul``（BLAS）；其余逐元素/逐行的工作在 numba 中融合：
   前向一遍完成“乘 scale → 掩码 → 减最大值 → exp → 归一化”，只处理每行未被掩码的前缀（因果时约一半）；
   反向一遍完成“softmax 反向 → 乘 scale”。numba 里手写矩阵乘远慢于 BLAS，所以不做完全融合的
   flash-attention。NumPy 参考实现用同样的矩阵乘，其余用 NumPy 的多遍运算。
