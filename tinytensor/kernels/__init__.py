@@ -1,61 +1,87 @@
-"""临时的 NumPy 版内核（kernels 分支合并后被完整实现替换）。"""
-import numpy as np
+"""tinytensor 的融合热点算子：numba 内核 + 同名 NumPy 参考实现 + 后端开关。
 
+本包只依赖 numpy、numba 与标准库，不导入 tinytensor 的其他部分，可单独测试。
+所有函数的输入输出都是普通 NumPy 数组；每个公开函数在 *调用时* 按当前后端
+（``TINYTENSOR_BACKEND`` 环境变量或 ``set_backend``）分派到 numba 内核或 NumPy 参考实现。
+参考实现以 ``*_numpy`` 命名，与内核放在同一文件（一层一个文件）。
 
-def layer_norm_fwd(x, w, b, eps):
-    mean = x.mean(-1)
-    d = x - mean[:, None]
-    var = (d * d).mean(-1)
-    rstd = 1.0 / np.sqrt(var + eps)
-    y = d * rstd[:, None]
-    if w is not None:
-        y = y * w
-    if b is not None:
-        y = y + b
-    return y.astype(x.dtype), mean, rstd.astype(x.dtype)
+=========================  ============================================================
+文件                        内容
+=========================  ============================================================
+``backend.py``              后端开关：get_backend / set_backend / use_numba / backend_scope
+``layer_norm.py``           layer_norm_fwd / layer_norm_bwd
+``cross_entropy.py``        cross_entropy_fwd / cross_entropy_bwd，softmax、log_softmax 前向与反向
+``gelu.py``                 gelu_fwd / gelu_bwd（tanh 近似）
+``embedding.py``            embedding_bwd（重复下标安全的散射相加）
+``adamw.py``                adamw_step / adam_step（原地，与 torch.optim 逐步一致）
+``attention.py``            attention_fwd / attention_bwd（BLAS 矩阵乘 + 融合的因果 softmax）
+``_vmath.py``               可向量化的 exp/tanh 与按行归约（内核内部使用）
+=========================  ============================================================
+"""
 
-def layer_norm_bwd(g, x, w, mean, rstd):
-    xhat = (x - mean[:, None]) * rstd[:, None]
-    gh = g * w if w is not None else g
-    dx = rstd[:, None] * (gh - gh.mean(-1, keepdims=True) - xhat * (gh * xhat).mean(-1, keepdims=True))
-    dw = (g * xhat).sum(0) if w is not None else None
-    db = g.sum(0) if w is not None else None
-    return dx, dw, db
+from .adamw import adam_step, adam_step_numpy, adamw_step, adamw_step_numpy
+from .attention import attention_bwd, attention_bwd_numpy, attention_fwd, attention_fwd_numpy
+from .backend import (
+    ALLOWED_BACKENDS,
+    NUMBA_AVAILABLE,
+    backend_scope,
+    get_backend,
+    set_backend,
+    use_numba,
+)
+from .cross_entropy import (
+    cross_entropy_bwd,
+    cross_entropy_bwd_numpy,
+    cross_entropy_fwd,
+    cross_entropy_fwd_numpy,
+    log_softmax_bwd,
+    log_softmax_bwd_numpy,
+    log_softmax_fwd,
+    log_softmax_fwd_numpy,
+    softmax_bwd,
+    softmax_bwd_numpy,
+    softmax_fwd,
+    softmax_fwd_numpy,
+)
+from .embedding import embedding_bwd, embedding_bwd_numpy
+from .gelu import gelu_bwd, gelu_bwd_numpy, gelu_fwd, gelu_fwd_numpy
+from .layer_norm import layer_norm_bwd, layer_norm_bwd_numpy, layer_norm_fwd, layer_norm_fwd_numpy
 
-def cross_entropy_fwd(logits, targets, ignore_index):
-    m = logits.max(1, keepdims=True)
-    lse = (m + np.log(np.exp(logits - m).sum(1, keepdims=True)))[:, 0]
-    valid = targets != ignore_index
-    t = np.where(valid, targets, 0)
-    loss = lse - logits[np.arange(len(t)), t]
-    return np.where(valid, loss, 0).astype(logits.dtype), lse
-
-def cross_entropy_bwd(logits, targets, lse, row_scale):
-    p = np.exp(logits - lse[:, None])
-
-    t = np.where(targets < 0, 0, targets)
-    p[np.arange(len(t)), t] -= 1
-    return p * row_scale[:, None]
-
-def gelu_fwd(x):
-    t = np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)).astype(x.dtype)
-    return (0.5 * x * (1 + t)).astype(x.dtype), t
-
-def gelu_bwd(g, x, t):
-    k = np.sqrt(2 / np.pi)
-    return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))).astype(x.dtype)
-
-def embedding_bwd(n, idx, g):
-    out = np.zeros((n, g.shape[1]), dtype=g.dtype)
-    np.add.at(out, idx, g)
-    return out
-
-def adamw_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, weight_decay, step):
-    param *= 1 - lr * weight_decay
-    exp_avg += (1 - beta1) * (grad - exp_avg)
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * grad * grad
-    bc1 = 1 - beta1**step
-    bc2 = 1 - beta2**step
-    denom = np.sqrt(exp_avg_sq) / np.sqrt(bc2) + eps
-    param -= (lr / bc1) * exp_avg / denom
+__all__ = [
+    "ALLOWED_BACKENDS",
+    "NUMBA_AVAILABLE",
+    "adam_step",
+    "adam_step_numpy",
+    "adamw_step",
+    "adamw_step_numpy",
+    "attention_bwd",
+    "attention_bwd_numpy",
+    "attention_fwd",
+    "attention_fwd_numpy",
+    "backend_scope",
+    "cross_entropy_bwd",
+    "cross_entropy_bwd_numpy",
+    "cross_entropy_fwd",
+    "cross_entropy_fwd_numpy",
+    "embedding_bwd",
+    "embedding_bwd_numpy",
+    "gelu_bwd",
+    "gelu_bwd_numpy",
+    "gelu_fwd",
+    "gelu_fwd_numpy",
+    "get_backend",
+    "layer_norm_bwd",
+    "layer_norm_bwd_numpy",
+    "layer_norm_fwd",
+    "layer_norm_fwd_numpy",
+    "log_softmax_bwd",
+    "log_softmax_bwd_numpy",
+    "log_softmax_fwd",
+    "log_softmax_fwd_numpy",
+    "set_backend",
+    "softmax_bwd",
+    "softmax_bwd_numpy",
+    "softmax_fwd",
+    "softmax_fwd_numpy",
+    "use_numba",
+]

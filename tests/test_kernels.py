@@ -1,0 +1,875 @@
+"""tinytensor.kernels 的测试：每个 numba 内核等于它的 NumPy 参考实现，每个参考实现等于 torch 的算子。
+
+- 内核 vs 参考：float32 与 float64，随机形状（含 N=1、C=1、奇数尺寸、不连续输入）。
+- 参考 vs torch：F.layer_norm、F.cross_entropy（ignore_index、三种 reduction）、F.gelu(approximate="tanh")、
+  嵌入反向、torch.optim.AdamW/Adam（float64 下 10 步 rtol 1e-10）。
+- 数值：±1e4 的极端 logits、整行 −inf 不产生 NaN；vexp/vtanh 的误差界。
+- NUMBA_NUM_THREADS=1 与默认线程数逐位相同（子进程，经 .npz 比较）。
+不做任何计时断言（计时见 bench/bench_kernels.py）。
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinytensor.kernels as K
+from tinytensor.kernels import layer_norm
+from tinytensor.kernels.backend import NUMBA_AVAILABLE, backend_scope
+
+ROOT = Path(__file__).resolve().parent.parent
+DTYPES = [np.float32, np.float64]
+SHAPES = [(1, 1), (1, 7), (6, 1), (37, 19), (130, 384)]
+LAYOUTS = ["c", "strided", "transposed"]
+
+needs_numba = pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba 不可用")
+
+
+def rng_for(*key: object) -> np.random.Generator:
+    """由测试参数得到固定的随机数种子（不用 hash()：它在每个进程里随机化）。"""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def make(
+    rng: np.random.Generator, shape: tuple[int, ...], dtype: type, layout: str = "c",
+    scale: float = 1.0, shift: float = 0.0,
+) -> np.ndarray:  # fmt: skip
+    """按给定内存布局生成数组：c（连续）、strided（隔列切片）、transposed（转置视图）。"""
+    base_shape = {"c": shape, "strided": (*shape[:-1], 2 * shape[-1]), "transposed": shape[::-1]}[layout]
+    base = (rng.standard_normal(base_shape) * scale + shift).astype(dtype)
+    a = {"c": base, "strided": base[..., ::2], "transposed": base.T}[layout]
+    assert a.shape == tuple(shape)
+    if layout != "c" and min(shape) > 1:
+        assert not a.flags.c_contiguous
+    return a
+
+
+def close(got: np.ndarray, want: np.ndarray, dtype: type, *, k: float = 1.0) -> None:
+    """按 dtype 选容差；atol 随数值量级放大。k 放宽倍数。"""
+    got = np.asarray(got)
+    want = np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == np.dtype(dtype), (got.dtype, dtype)
+    mag = float(np.max(np.abs(want[np.isfinite(want)]), initial=1.0))
+    if dtype == np.float32:
+        rtol, atol = 2e-5 * k, 2e-6 * k * mag
+    else:
+        rtol, atol = 1e-12 * k, 1e-13 * k * mag
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def torch_or_skip():
+    return pytest.importorskip("torch")
+
+
+# ---------------------------------------------------------------------------
+# 编译（放在最前面：冷缓存时所有内核的 numba 编译约 1 分钟都算在这里，之后各测试都很快）
+# ---------------------------------------------------------------------------
+
+
+def call_every_kernel(dtype: type) -> None:
+    """用很小的输入把每个公开函数调用一遍（触发 numba 编译或加载缓存）。"""
+    x = np.linspace(-2, 2, 12).reshape(3, 4).astype(dtype)
+    w = np.ones(4, dtype)
+    y, m, r = K.layer_norm_fwd(x, w, w)
+    K.layer_norm_bwd(x, x, w, m, r)
+    K.layer_norm_bwd(x, x, None, m, r)
+    t = np.array([0, 3, -100])
+    loss, lse = K.cross_entropy_fwd(x, t)
+    K.cross_entropy_bwd(x, t, lse, 1.0)
+    sm = K.softmax_fwd(x)
+    K.softmax_bwd(x, sm)
+    K.log_softmax_bwd(x, K.log_softmax_fwd(x))
+    gy, gt = K.gelu_fwd(x)
+    K.gelu_bwd(x, x, gt)
+    K.embedding_bwd(5, np.array([0, 4, 0]), x)
+    p, a, b = x.copy(), np.zeros_like(x), np.zeros_like(x)
+    K.adamw_step(p, x, a, b, lr=1e-3, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, step=1)
+    K.adam_step(p, x, a, b, lr=1e-3, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, step=2)
+    q = x.reshape(1, 3, 4)
+    out, probs = K.attention_fwd(q, q, q, 0.5, True)
+    K.attention_bwd(q, q, q, q, probs, 0.5, True)
+
+
+@needs_numba
+@pytest.mark.slow
+def test_compile_all_kernels() -> None:
+    with backend_scope("numba"):
+        for dt in DTYPES:
+            call_every_kernel(dt)
+
+
+# ---------------------------------------------------------------------------
+# 后端开关
+# ---------------------------------------------------------------------------
+
+
+def run_py(code: str, env_extra: dict[str, str] | None = None, unset: tuple[str, ...] = ()):
+    env = dict(os.environ)
+    for k in unset:
+        env.pop(k, None)
+    env.update(env_extra or {})
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+
+
+def test_set_backend_roundtrip_and_bad_value() -> None:
+    old = K.get_backend()
+    try:
+        K.set_backend("NumPy")
+        assert K.get_backend() == "numpy" and not K.use_numba()
+        with backend_scope("numba"):
+            assert K.get_backend() == ("numba" if NUMBA_AVAILABLE else "numpy")
+        assert K.get_backend() == "numpy"
+        with pytest.raises(ValueError, match=r"'cuda'.*'numba'.*'numpy'"):
+            K.set_backend("cuda")
+        with pytest.raises(ValueError, match="未知的内核后端"):
+            K.set_backend(3)  # type: ignore[arg-type]
+        assert K.get_backend() == "numpy"
+    finally:
+        K.set_backend(old)
+
+
+def test_env_var_selects_backend() -> None:
+    code = "import tinytensor.kernels as K; print(K.get_backend())"
+    r = run_py(code, {"TINYTENSOR_BACKEND": "NumPy"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "numpy"
+    r = run_py(code, unset=("TINYTENSOR_BACKEND",))
+    assert r.stdout.strip() == ("numba" if NUMBA_AVAILABLE else "numpy"), r.stderr
+    r = run_py(code, {"TINYTENSOR_BACKEND": "bogus"})
+    assert r.returncode != 0
+    assert "TINYTENSOR_BACKEND" in r.stderr and "bogus" in r.stderr and "'numpy'" in r.stderr
+
+
+def test_omp_wait_policy_default_is_passive_but_overridable() -> None:
+    code = "import os, tinytensor.kernels; print(os.environ['OMP_WAIT_POLICY'])"
+    r = run_py(code, unset=("OMP_WAIT_POLICY",))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "PASSIVE"
+    r = run_py(code, {"OMP_WAIT_POLICY": "ACTIVE"})
+    assert r.stdout.strip() == "ACTIVE"
+
+
+def test_stale_numba_cache_is_dropped_when_any_source_changes(tmp_path: Path, monkeypatch) -> None:
+    from tinytensor.kernels.backend import _drop_stale_numba_cache
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "a.f-1.py311.nbi").write_bytes(b"old")
+    _drop_stale_numba_cache(tmp_path)  # 第一次：没有记录 → 删除
+    assert not (cache / "a.f-1.py311.nbi").exists()
+    (cache / "a.f-1.py311.nbc").write_bytes(b"new")
+    _drop_stale_numba_cache(tmp_path)  # 源码未变 → 保留
+    assert (cache / "a.f-1.py311.nbc").exists()
+    (tmp_path / "b.py").write_text("y = 2\n")  # 另一个文件变了（如 _vmath.py）→ 全部删除
+    _drop_stale_numba_cache(tmp_path)
+    assert not (cache / "a.f-1.py311.nbc").exists()
+
+
+def test_falls_back_to_numpy_when_numba_missing() -> None:
+    code = """
+        import sys, warnings
+        import numpy as np
+        sys.modules["numba"] = None  # 让 import numba 失败
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            import tinytensor.kernels as K
+        assert K.get_backend() == "numpy", K.get_backend()
+        msgs = [str(x.message) for x in w]
+        assert any("numba" in m and "NumPy" in m for m in msgs), msgs
+        x = np.arange(12.0).reshape(3, 4)
+        y, m, r = K.layer_norm_fwd(x, None, None)
+        loss, lse = K.cross_entropy_fwd(x, np.array([0, 1, 3]))
+        K.set_backend("numpy")
+        print("ok")
+    """
+    r = run_py(code, unset=("TINYTENSOR_BACKEND",))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+@needs_numba
+def test_dispatch_happens_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    orig = layer_norm._layer_norm_fwd_numba
+
+    def spy(*args):
+        calls.append(1)
+        return orig(*args)
+
+    monkeypatch.setattr(layer_norm, "_layer_norm_fwd_numba", spy)
+    x = np.ones((2, 3))
+    with backend_scope("numpy"):
+        K.layer_norm_fwd(x, None, None)
+    assert calls == []
+    with backend_scope("numba"):
+        K.layer_norm_fwd(x, None, None)
+    assert calls == [1]
+
+
+# ---------------------------------------------------------------------------
+# 可向量化的 exp / tanh
+# ---------------------------------------------------------------------------
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vexp_vtanh_accuracy(dtype: type) -> None:
+    from numba import njit
+
+    from tinytensor.kernels._vmath import vexp, vtanh
+
+    @njit(error_model="numpy")
+    def apply(out_e, out_t, x):
+        for i in range(x.shape[0]):
+            out_e[i] = vexp(x[i])
+            out_t[i] = vtanh(x[i])
+
+    rng = np.random.default_rng(0)
+    lo, hi = (-87.0, 88.0) if dtype == np.float32 else (-708.0, 709.0)
+    parts = [rng.uniform(lo, hi, 20000), rng.standard_normal(20000) * 3, rng.uniform(-1e-3, 1e-3, 999)]
+    x = np.concatenate(parts).astype(dtype)
+    e = np.empty_like(x)
+    t = np.empty_like(x)
+    apply(e, t, x)
+    exact = np.exp(x.astype(np.longdouble))
+    ulp = np.abs(e.astype(np.longdouble) - exact) / np.spacing(exact.astype(dtype)).astype(np.longdouble)
+    assert float(ulp.max()) <= 2.0
+    eps = np.finfo(dtype).eps
+    assert np.max(np.abs(t - np.tanh(x))) <= 4 * eps
+
+    big = 1000.0 if dtype == np.float64 else 100.0
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, big, -big, -2 * big, 1e-30], dtype=dtype)
+    e = np.empty_like(special)
+    t = np.empty_like(special)
+    apply(e, t, special)
+    with np.errstate(over="ignore"):
+        want_e = np.exp(special)
+    np.testing.assert_array_equal(e[[0, 1, 2, 3, 5, 7, 8]], want_e[[0, 1, 2, 3, 5, 7, 8]])
+    assert np.isnan(e[4]) and np.isnan(t[4])
+    np.testing.assert_array_equal(t[[0, 2, 3, 5, 6]], np.tanh(special[[0, 2, 3, 5, 6]]))
+
+
+# ---------------------------------------------------------------------------
+# LayerNorm
+# ---------------------------------------------------------------------------
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("affine", ["wb", "w", "none"])
+def test_layer_norm_kernel_matches_reference(dtype, shape, layout, affine) -> None:
+    rng = rng_for("ln", dtype, shape, layout, affine)
+    N, C = shape
+    x = make(rng, shape, dtype, layout, scale=3.0, shift=5.0)
+    g = make(rng, shape, dtype, layout)
+    w = rng.standard_normal(C).astype(dtype) if affine in ("wb", "w") else None
+    b = rng.standard_normal(C).astype(dtype) if affine == "wb" else None
+    with backend_scope("numba"):
+        y, mean, rstd = K.layer_norm_fwd(x, w, b, 1e-5)
+        dx, dw, db = K.layer_norm_bwd(g, x, w, mean, rstd)
+    y_r, mean_r, rstd_r = K.layer_norm_fwd_numpy(x, w, b, 1e-5)
+    dx_r, dw_r, db_r = K.layer_norm_bwd_numpy(g, x, w, mean_r, rstd_r)
+    for got, want in ((y, y_r), (mean, mean_r), (rstd, rstd_r), (dx, dx_r)):
+        close(got, want, dtype, k=4)
+    assert mean.shape == rstd.shape == (N,)
+    if w is None:
+        assert dw is None and db is None and dw_r is None
+    else:
+        close(dw, dw_r, dtype, k=4)
+        close(db, db_r, dtype, k=4)
+
+
+@needs_numba
+def test_layer_norm_nd_input_and_errors() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    with backend_scope("numba"):
+        y, mean, rstd = K.layer_norm_fwd(x, None, None)
+    assert y.shape == x.shape and mean.shape == (2, 3)
+    close(y, K.layer_norm_fwd_numpy(x, None, None)[0], np.float32)
+    with pytest.raises(ValueError, match="weight.*形状"):
+        K.layer_norm_fwd(x, np.ones(4, np.float32), None)
+    with pytest.raises(TypeError, match="dtype"):
+        K.layer_norm_fwd(x, np.ones(5, np.float64), None)
+    with pytest.raises(TypeError, match="float32 或 float64"):
+        K.layer_norm_fwd(np.ones((2, 3), np.int64), None, None)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["c", "transposed"])
+def test_layer_norm_reference_matches_torch(dtype, layout) -> None:
+    torch = torch_or_skip()
+    rng = rng_for("ln-torch", dtype, layout)
+    N, C = 23, 48
+    x = make(rng, (N, C), dtype, layout, scale=2.0, shift=1.0)
+    g = rng.standard_normal((N, C)).astype(dtype)
+    w = rng.standard_normal(C).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    y, mean, rstd = K.layer_norm_fwd_numpy(x, w, b, 1e-5)
+    dx, dw, db = K.layer_norm_bwd_numpy(g, x, w, mean, rstd)
+    xt, wt, bt = (torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (x, w, b))
+    yt, mt, rt = torch.ops.aten.native_layer_norm(xt, [C], wt, bt, 1e-5)
+    yt.backward(torch.from_numpy(g))
+    k = 5 if dtype == np.float32 else 10
+    close(y, yt.detach().numpy(), dtype, k=k)
+    close(mean, mt.detach().numpy().reshape(N), dtype, k=k)
+    close(rstd, rt.detach().numpy().reshape(N), dtype, k=k)
+    close(dx, xt.grad.numpy(), dtype, k=k)
+    close(dw, wt.grad.numpy(), dtype, k=k)
+    close(db, bt.grad.numpy(), dtype, k=k)
+
+
+# ---------------------------------------------------------------------------
+# 交叉熵、softmax、log_softmax
+# ---------------------------------------------------------------------------
+
+
+def ce_case(rng: np.random.Generator, N: int, V: int, dtype: type, layout: str = "c", scale: float = 4.0):
+    logits = make(rng, (N, V), dtype, layout, scale=scale)
+    targets = rng.integers(0, V, N)
+    targets[rng.random(N) < 0.25] = -100
+    return logits, targets
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (37, 53), (64, 1000)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cross_entropy_kernel_matches_reference(dtype, shape, layout) -> None:
+    rng = rng_for("ce", dtype, shape, layout)
+    N, V = shape
+    logits, targets = ce_case(rng, N, V, dtype, layout)
+    row_scale = rng.random(N).astype(dtype)
+    with backend_scope("numba"):
+        loss, lse = K.cross_entropy_fwd(logits, targets, -100)
+        d = K.cross_entropy_bwd(logits, targets, lse, row_scale, -100)
+        d_scalar = K.cross_entropy_bwd(logits, targets, lse, 0.5, -100)
+    loss_r, lse_r = K.cross_entropy_fwd_numpy(logits, targets, -100)
+    close(loss, loss_r, dtype, k=4)
+    close(lse, lse_r, dtype, k=4)
+    close(d, K.cross_entropy_bwd_numpy(logits, targets, lse_r, row_scale, -100), dtype, k=4)
+    half = np.full(N, 0.5, dtype)
+    close(d_scalar, K.cross_entropy_bwd_numpy(logits, targets, lse_r, half, -100), dtype, k=4)
+    ignored = targets == -100
+    assert np.all(loss[ignored] == 0) and np.all(d[ignored] == 0)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 1), (1, 9), (2, 3, 17), (40, 257)])
+@pytest.mark.parametrize("layout", ["c", "transposed"])
+def test_softmax_kernels_match_reference(dtype, shape, layout) -> None:
+    rng = rng_for("sm", dtype, shape, layout)
+    x = make(rng, shape, dtype, layout, scale=5.0)
+    g = make(rng, shape, dtype, layout)
+    with backend_scope("numba"):
+        y = K.softmax_fwd(x)
+        ly = K.log_softmax_fwd(x)
+        dy = K.softmax_bwd(g, y)
+        dly = K.log_softmax_bwd(g, ly)
+    close(y, K.softmax_fwd_numpy(x), dtype, k=4)
+    close(ly, K.log_softmax_fwd_numpy(x), dtype, k=4)
+    close(dy, K.softmax_bwd_numpy(g, y), dtype, k=4)
+    close(dly, K.log_softmax_bwd_numpy(g, ly), dtype, k=4)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore_index", [-100, 3])
+def test_cross_entropy_reference_matches_torch(dtype, reduction, ignore_index) -> None:
+    torch = torch_or_skip()
+    F = torch.nn.functional
+    rng = rng_for("ce-torch", dtype, reduction, ignore_index)
+    N, V = 29, 11
+    logits = (rng.standard_normal((N, V)) * 3).astype(dtype)
+    targets = rng.integers(0, V, N)
+    targets[::4] = ignore_index
+    lt = torch.tensor(logits, requires_grad=True)
+    out = F.cross_entropy(lt, torch.from_numpy(targets), ignore_index=ignore_index, reduction=reduction)
+    gout = rng.standard_normal(N).astype(dtype) if reduction == "none" else np.array(1.7, dtype)
+    out.backward(torch.from_numpy(gout))
+    valid = targets != ignore_index
+    n_valid = int(valid.sum())
+    for backend in ("numpy", "numba"):
+        with backend_scope(backend):
+            loss_rows, lse = K.cross_entropy_fwd(logits, targets, ignore_index)
+            if reduction == "mean":
+                loss = loss_rows.sum(dtype=np.float64) / n_valid
+                row_scale = np.full(N, gout / n_valid, dtype)
+            elif reduction == "sum":
+                loss = loss_rows.sum(dtype=np.float64)
+                row_scale = np.full(N, gout, dtype)
+            else:
+                loss = loss_rows
+                row_scale = gout
+            d = K.cross_entropy_bwd(logits, targets, lse, row_scale, ignore_index)
+        k = 5 if dtype == np.float32 else 10
+        close(np.asarray(loss, dtype), out.detach().numpy(), dtype, k=k)
+        close(d, lt.grad.numpy(), dtype, k=k)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_reference_matches_torch(dtype) -> None:
+    torch = torch_or_skip()
+    rng = rng_for("sm-torch", dtype)
+    x = (rng.standard_normal((3, 4, 9)) * 4).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    for ours_f, ours_b, tf in (
+        (K.softmax_fwd_numpy, K.softmax_bwd_numpy, torch.softmax),
+        (K.log_softmax_fwd_numpy, K.log_softmax_bwd_numpy, torch.log_softmax),
+    ):
+        xt = torch.tensor(x, requires_grad=True)
+        yt = tf(xt, -1)
+        yt.backward(torch.from_numpy(g))
+        y = ours_f(x)
+        close(y, yt.detach().numpy(), dtype, k=10)
+        close(ours_b(g, y), xt.grad.numpy(), dtype, k=10)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_extreme_logits_no_nan(backend, dtype) -> None:
+    rng = np.random.default_rng(5)
+    N, V = 16, 40
+    logits = rng.choice(np.array([-1e4, 1e4, 0.0, 3.0]), size=(N, V)).astype(dtype)
+    targets = rng.integers(0, V, N)
+    targets[3] = -100
+    with backend_scope(backend):
+        loss, lse = K.cross_entropy_fwd(logits, targets)
+        d = K.cross_entropy_bwd(logits, targets, lse, 1.0 / N)
+        y = K.softmax_fwd(logits)
+        ly = K.log_softmax_fwd(logits)
+    for a in (loss, lse, d, y, ly):
+        assert not np.isnan(a).any()
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(d))
+    try:
+        import torch
+    except ImportError:  # 没有 torch 时只检查无 NaN
+        return
+    lt = torch.tensor(logits.astype(np.float64), requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(lt, torch.from_numpy(targets), reduction="none")
+    np.testing.assert_allclose(loss, ref.detach().numpy(), rtol=1e-6, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_rows_no_nan(backend, dtype) -> None:
+    V = 6
+    logits = np.array(
+        [
+            [-np.inf] * V,  # 整行屏蔽且被忽略
+            [1.0, -np.inf, 2.0, -np.inf, 0.5, -np.inf],  # 部分屏蔽
+            [-np.inf] * V,  # 整行屏蔽但未被忽略
+            [0.0, 1.0, -np.inf, 3.0, 2.0, 1.0],  # 目标恰好被屏蔽
+        ],
+        dtype=dtype,
+    )
+    targets = np.array([-100, 2, 1, 2])
+    with backend_scope(backend):
+        loss, lse = K.cross_entropy_fwd(logits, targets)
+        d = K.cross_entropy_bwd(logits, targets, lse, 0.25)
+        y = K.softmax_fwd(logits)
+        ly = K.log_softmax_fwd(logits)
+        dly = K.log_softmax_bwd(np.ones_like(ly), ly)
+    for a in (loss, d, y, ly, dly):
+        assert not np.isnan(a).any()
+    assert loss[0] == 0 and np.all(d[0] == 0)
+    assert lse[0] == -np.inf and lse[2] == -np.inf
+    assert loss[2] == np.inf and loss[3] == np.inf
+    np.testing.assert_array_equal(d[2], np.where(np.arange(V) == 1, -0.25, 0.0).astype(dtype))
+    np.testing.assert_array_equal(y[0], np.zeros(V, dtype))
+    assert np.all(ly[0] == -np.inf)
+    p = np.exp(np.array([1.0, 2.0, 0.5]) - np.log(np.exp([1.0, 2.0, 0.5]).sum()))
+    np.testing.assert_allclose(y[1, [0, 2, 4]], p, rtol=1e-6)
+    np.testing.assert_allclose(loss[1], -np.log(p[1]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_nan_logits_propagate(backend) -> None:
+    """NaN（或 +inf）的 logits 应得到 NaN 的 loss，让训练发散可见，而不是被悄悄吞掉。"""
+    logits = np.zeros((3, 8), np.float32)
+    logits[0, 5] = np.nan
+    logits[1, 2] = np.inf
+    with backend_scope(backend):
+        loss, lse = K.cross_entropy_fwd(logits, np.array([1, 1, 1]))
+    assert np.isnan(loss[0]) and np.isnan(loss[1]) and np.isfinite(loss[2])
+
+
+def test_cross_entropy_bad_target_raises_chinese_index_error() -> None:
+    logits = np.zeros((3, 5), np.float32)
+    for bad in (5, -1, 17):
+        with pytest.raises(IndexError, match=rf"目标类别 {bad} 超出范围 \[0, 5\)"):
+            K.cross_entropy_fwd(logits, np.array([0, bad, -100]))
+    with pytest.raises(IndexError, match="V=5"):
+        K.cross_entropy_bwd(logits, np.array([0, 5, 1]), np.zeros(3, np.float32), 1.0)
+    K.cross_entropy_fwd(logits, np.array([0, 7, 4]), ignore_index=7)  # 等于 ignore_index 的越界值可以
+    with pytest.raises(TypeError, match="整数"):
+        K.cross_entropy_fwd(logits, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="targets 的形状"):
+        K.cross_entropy_fwd(logits, np.array([0, 1]))
+
+
+# ---------------------------------------------------------------------------
+# GELU
+# ---------------------------------------------------------------------------
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (1, 1), (7,), (4, 33), (3, 5, 129), (2048, 3)])
+@pytest.mark.parametrize("layout", ["c", "strided"])
+def test_gelu_kernel_matches_reference(dtype, shape, layout) -> None:
+    rng = rng_for("gelu", dtype, shape, layout)
+    x = make(rng, shape, dtype, layout, scale=3.0)
+    g = make(rng, shape, dtype, layout)
+    with backend_scope("numba"):
+        y, t = K.gelu_fwd(x)
+        dx = K.gelu_bwd(g, x, t)
+    y_r, t_r = K.gelu_fwd_numpy(x)
+    close(t, t_r, dtype, k=4)
+    close(y, y_r, dtype, k=4)
+    close(dx, K.gelu_bwd_numpy(g, x, t_r), dtype, k=4)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_reference_matches_torch(dtype) -> None:
+    torch = torch_or_skip()
+    rng = rng_for("gelu-torch", dtype)
+    x = np.concatenate([rng.standard_normal(500) * 3, [-30.0, -8.0, 0.0, 8.0, 30.0]]).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.gelu(xt, approximate="tanh")
+    yt.backward(torch.from_numpy(g))
+    y, t = K.gelu_fwd_numpy(x)
+    close(y, yt.detach().numpy(), dtype, k=10)
+    close(K.gelu_bwd_numpy(g, x, t), xt.grad.numpy(), dtype, k=10)
+
+
+# ---------------------------------------------------------------------------
+# 嵌入反向
+# ---------------------------------------------------------------------------
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("V", "N", "C"), [(1, 1, 1), (5, 40, 9), (3, 7, 1), (100, 517, 130)])
+def test_embedding_kernel_matches_reference_bitwise(dtype, V, N, C) -> None:
+    rng = rng_for("emb", dtype, V, N, C)
+    idx = rng.integers(0, V, N)
+    idx[: min(N, 5)] = 0  # 必有重复下标
+    g = make(rng, (N, C), dtype, "strided" if C > 1 else "c")
+    with backend_scope("numba"):
+        dW = K.embedding_bwd(V, idx, g)
+    dW_r = K.embedding_bwd_numpy(V, idx, g)
+    assert dW.shape == (V, C) and dW.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(dW, dW_r)  # 每个元素都按词元顺序累加，逐位相同
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_embedding_2d_indices_and_errors(backend) -> None:
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, 6, (2, 5))
+    g = rng.standard_normal((2, 5, 4))
+    with backend_scope(backend):
+        dW = K.embedding_bwd(6, idx, g)
+        want = K.embedding_bwd_numpy(6, idx.reshape(-1), g.reshape(-1, 4))
+        np.testing.assert_allclose(dW, want, rtol=1e-15)
+        with pytest.raises(IndexError, match=r"下标 6 超出范围 \[0, 6\)"):
+            K.embedding_bwd(6, np.array([0, 6]), np.ones((2, 4)))
+        with pytest.raises(IndexError, match="下标 -1"):
+            K.embedding_bwd(6, np.array([-1, 0]), np.ones((2, 4)))
+        with pytest.raises(ValueError, match="idx.shape"):
+            K.embedding_bwd(6, np.array([0, 1]), np.ones((3, 4)))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embedding_reference_matches_torch(dtype) -> None:
+    torch = torch_or_skip()
+    rng = rng_for("emb-torch", dtype)
+    V, C = 12, 7
+    idx = rng.integers(0, V, (4, 9))
+    g = rng.standard_normal((4, 9, C)).astype(dtype)
+    W = torch.zeros((V, C), dtype=torch.float32 if dtype == np.float32 else torch.float64, requires_grad=True)
+    torch.nn.functional.embedding(torch.from_numpy(idx), W).backward(torch.from_numpy(g))
+    close(K.embedding_bwd_numpy(V, idx, g), W.grad.numpy(), dtype, k=10)
+
+
+# ---------------------------------------------------------------------------
+# Adam / AdamW
+# ---------------------------------------------------------------------------
+
+ADAM_CASES = [
+    dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1),
+    dict(lr=4e-4, beta1=0.9, beta2=0.95, eps=1e-6, weight_decay=0.0),
+    dict(lr=3e-3, beta1=0.3, beta2=0.8, eps=1e-8, weight_decay=0.5),  # 1−β1 ≥ 0.5：lerp 的另一分支
+]
+
+
+def run_ours(fn, p0: np.ndarray, grads: list[np.ndarray], hp: dict, layout: str = "c") -> np.ndarray:
+    if layout == "c":
+        p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    else:  # 不连续的原地数组（转置视图）
+        p, m, v = (np.ascontiguousarray(a.T).T for a in (p0, np.zeros_like(p0), np.zeros_like(p0)))
+        assert not p.flags.c_contiguous
+    for step, gr in enumerate(grads, start=1):
+        fn(p, gr, m, v, step=step, **hp)
+    return np.stack([p, m, v])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hp", ADAM_CASES)
+@pytest.mark.parametrize("layout", ["c", "transposed"])
+@pytest.mark.parametrize("which", ["adamw", "adam"])
+def test_adam_kernel_matches_reference(dtype, hp, layout, which) -> None:
+    rng = rng_for("adam", dtype, str(hp), layout, which)
+    p0 = rng.standard_normal((13, 7)).astype(dtype)
+    grads = [rng.standard_normal(p0.shape).astype(dtype) for _ in range(10)]
+    fn, ref = (K.adamw_step, K.adamw_step_numpy) if which == "adamw" else (K.adam_step, K.adam_step_numpy)
+    with backend_scope("numba"):
+        got = run_ours(fn, p0, grads, hp, layout)
+    want = run_ours(ref, p0, grads, hp)
+    np.testing.assert_array_equal(got, want)  # 相同运算顺序、无 FMA：逐位相同
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hp", ADAM_CASES)
+@pytest.mark.parametrize("which", ["adamw", "adam"])
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_adam_matches_torch_optim(dtype, hp, which, backend) -> None:
+    torch = torch_or_skip()
+    rng = rng_for("adam-torch", dtype, str(hp), which)
+    p0 = rng.standard_normal((31, 5)).astype(dtype)
+    grads = [rng.standard_normal(p0.shape).astype(dtype) for _ in range(10)]
+    fn = K.adamw_step if which == "adamw" else K.adam_step
+    with backend_scope(backend):
+        ours = run_ours(fn, p0, grads, hp)
+    tp = torch.tensor(p0.copy(), requires_grad=True)
+    cls = torch.optim.AdamW if which == "adamw" else torch.optim.Adam
+    opt = cls([tp], lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+              weight_decay=hp["weight_decay"], foreach=False)  # fmt: skip
+    for gr in grads:
+        tp.grad = torch.from_numpy(gr.copy())
+        opt.step()
+    st_ = opt.state[tp]
+    want = np.stack([tp.detach().numpy(), st_["exp_avg"].numpy(), st_["exp_avg_sq"].numpy()])
+    if dtype == np.float64:
+        np.testing.assert_allclose(ours, want, rtol=1e-10, atol=1e-14)
+    else:
+        np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_bad_input() -> None:
+    p = np.zeros(3)
+    with pytest.raises(ValueError, match="形状"):
+        K.adamw_step(p, np.zeros(4), np.zeros(3), np.zeros(3), lr=1e-3, beta1=0.9, beta2=0.99, eps=1e-8,
+                     weight_decay=0.0, step=1)  # fmt: skip
+    with pytest.raises(TypeError, match="dtype"):
+        K.adamw_step(p, np.zeros(3, np.float32), np.zeros(3), np.zeros(3), lr=1e-3, beta1=0.9, beta2=0.99,
+                     eps=1e-8, weight_decay=0.0, step=1)  # fmt: skip
+    with pytest.raises(ValueError, match="step"):
+        K.adamw_step(p, np.zeros(3), np.zeros(3), np.zeros(3), lr=1e-3, beta1=0.9, beta2=0.99, eps=1e-8,
+                     weight_decay=0.0, step=0)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# 注意力
+# ---------------------------------------------------------------------------
+
+
+def qkv(rng: np.random.Generator, lead: tuple[int, ...], T: int, Tk: int, hs: int, dtype: type, strided: bool):  # noqa: E501
+    """q (..., T, hs)，k/v (..., Tk, hs)；strided 时模拟 (B, T, nh, hs) → (B, nh, T, hs) 的转置视图。"""
+
+    def one(n: int) -> np.ndarray:
+        if strided and len(lead) == 2:
+            return rng.standard_normal((lead[0], n, lead[1], hs)).astype(dtype).transpose(0, 2, 1, 3)
+        return rng.standard_normal((*lead, n, hs)).astype(dtype)
+
+    return one(T), one(Tk), one(Tk)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("lead", "T", "Tk", "hs"), [((1,), 1, 1, 1), ((2, 3), 17, 17, 8), ((2, 2), 5, 9, 4),
+                                                     ((1, 2), 9, 5, 3), ((3,), 64, 64, 16)])  # fmt: skip
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_kernel_matches_reference(dtype, lead, T, Tk, hs, causal) -> None:
+    rng = rng_for("att", dtype, lead, T, Tk, hs, causal)
+    q, k, v = qkv(rng, lead, T, Tk, hs, dtype, strided=True)
+    g = rng.standard_normal((*lead, T, hs)).astype(dtype)
+    scale = 1.0 / np.sqrt(hs)
+    with backend_scope("numba"):
+        out, probs = K.attention_fwd(q, k, v, scale, causal)
+        dq, dk, dv = K.attention_bwd(g, q, k, v, probs, scale, causal)
+    out_r, probs_r = K.attention_fwd_numpy(q, k, v, scale, causal)
+    close(out, out_r, dtype, k=4)
+    close(probs, probs_r, dtype, k=4)
+    for got, want in zip((dq, dk, dv), K.attention_bwd_numpy(g, q, k, v, probs_r, scale)):
+        close(got, want, dtype, k=4)
+    if causal:
+        assert np.all(probs[..., np.triu(np.ones((T, Tk), dtype=bool), k=1)] == 0)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_attention_matches_torch_sdpa(dtype, causal, backend) -> None:
+    torch = torch_or_skip()
+    rng = rng_for("att-torch", dtype, causal)
+    q, k, v = qkv(rng, (2, 3), 13, 13, 8, dtype, strided=True)
+    g = rng.standard_normal((2, 3, 13, 8)).astype(dtype)
+    scale = 0.3
+    with backend_scope(backend):
+        out, probs = K.attention_fwd(q, k, v, scale, causal)
+        grads = K.attention_bwd(g, q, k, v, probs, scale, causal)
+    qt, kt, vt = (torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (q, k, v))
+    ot = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+    ot.backward(torch.from_numpy(g))
+    close(out, ot.detach().numpy(), dtype, k=5)
+    for got, t in zip(grads, (qt, kt, vt)):
+        close(got, t.grad.numpy(), dtype, k=5)
+
+
+def test_attention_bad_shapes() -> None:
+    q = np.zeros((2, 4, 8))
+    with pytest.raises(ValueError, match="hs"):
+        K.attention_fwd(q, np.zeros((2, 4, 7)), np.zeros((2, 4, 8)), 1.0)
+    with pytest.raises(ValueError, match="前导维"):
+        K.attention_fwd(q, np.zeros((3, 4, 8)), np.zeros((3, 4, 8)), 1.0)
+
+
+# ---------------------------------------------------------------------------
+# Hypothesis 形状模糊测试（内核 vs 参考）
+# ---------------------------------------------------------------------------
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    N=st.integers(1, 40),
+    C=st.integers(1, 70),
+    dtype=st.sampled_from(DTYPES),
+    layout=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**16),
+)
+def test_fuzz_kernels_match_reference(N, C, dtype, layout, seed) -> None:
+    rng = np.random.default_rng(seed)
+    x = make(rng, (N, C), dtype, layout, scale=3.0)
+    g = make(rng, (N, C), dtype, layout)
+    w = rng.standard_normal(C).astype(dtype)
+    targets = rng.integers(-1, C, N)
+    rows = np.maximum(targets, 0)  # 嵌入下标
+    with backend_scope("numba"):
+        y, mean, rstd = K.layer_norm_fwd(x, w, w, 1e-5)
+        dx, dw, _ = K.layer_norm_bwd(g, x, w, mean, rstd)
+        loss, lse = K.cross_entropy_fwd(x, targets, -1)
+        dl = K.cross_entropy_bwd(x, targets, lse, 0.3, -1)
+        gy, gt = K.gelu_fwd(x)
+        dW = K.embedding_bwd(C, rows, g)
+    y_r, mean_r, rstd_r = K.layer_norm_fwd_numpy(x, w, w, 1e-5)
+    close(y, y_r, dtype, k=4)
+    dx_r, dw_r, _ = K.layer_norm_bwd_numpy(g, x, w, mean_r, rstd_r)
+    close(dx, dx_r, dtype, k=4)
+    close(dw, dw_r, dtype, k=4)
+    loss_r, lse_r = K.cross_entropy_fwd_numpy(x, targets, -1)
+    close(loss, loss_r, dtype, k=4)
+    close(dl, K.cross_entropy_bwd_numpy(x, targets, lse_r, np.full(N, 0.3, dtype), -1), dtype, k=4)
+    close(gy, K.gelu_fwd_numpy(x)[0], dtype, k=4)
+    np.testing.assert_array_equal(dW, K.embedding_bwd_numpy(C, rows, g))
+
+
+# ---------------------------------------------------------------------------
+# 线程数无关：NUMBA_NUM_THREADS=1 与默认线程数逐位相同
+# ---------------------------------------------------------------------------
+
+DETERMINISM_SCRIPT = """
+import sys
+import numpy as np
+import tinytensor.kernels as K
+K.set_backend("numba")
+out = {}
+for dt in (np.float32, np.float64):
+    rng = np.random.default_rng(0)
+    N, C, V = 300, 200, 700
+    x = rng.standard_normal((N, C)).astype(dt)
+    g = rng.standard_normal((N, C)).astype(dt)
+    w = rng.standard_normal(C).astype(dt)
+    y, m, r = K.layer_norm_fwd(x, w, w, 1e-5)
+    dx, dw, db = K.layer_norm_bwd(g, x, w, m, r)
+    logits = (rng.standard_normal((N, V)) * 3).astype(dt)
+    t = rng.integers(0, V, N)
+    t[::7] = -100
+    loss, lse = K.cross_entropy_fwd(logits, t)
+    dl = K.cross_entropy_bwd(logits, t, lse, 1.0 / N)
+    sm = K.softmax_fwd(logits)
+    lsm = K.log_softmax_fwd(logits)
+    dsm = K.softmax_bwd(logits, sm)
+    dlsm = K.log_softmax_bwd(logits, lsm)
+    gy, gt = K.gelu_fwd(x)
+    gdx = K.gelu_bwd(g, x, gt)
+    idx = rng.integers(0, 50, N)
+    dW = K.embedding_bwd(50, idx, g)
+    qa = (rng.standard_normal((2, 64, 3, 16))).astype(dt).transpose(0, 2, 1, 3)
+    ao, ap = K.attention_fwd(qa, qa, qa, 0.25, True)
+    adq, adk, adv = K.attention_bwd(qa, qa, qa, qa, ap, 0.25, True)
+    p, mm, vv = x.copy(), np.zeros_like(x), np.zeros_like(x)
+    for s in range(1, 4):
+        K.adamw_step(p, g, mm, vv, lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=s)
+    # 同一进程内重复调用也必须逐位相同
+    assert np.array_equal(K.layer_norm_bwd(g, x, w, m, r)[1], dw)
+    assert np.array_equal(K.cross_entropy_fwd(logits, t)[0], loss)
+    for k, v in dict(y=y, m=m, r=r, dx=dx, dw=dw, db=db, loss=loss, lse=lse, dl=dl, sm=sm, lsm=lsm,
+                     dsm=dsm, dlsm=dlsm, gy=gy, gt=gt, gdx=gdx, dW=dW, p=p, mm=mm, vv=vv,
+                     ao=ao, ap=ap, adq=adq, adk=adk, adv=adv).items():
+        out[f"{k}_{np.dtype(dt).name}"] = v
+import numba
+out["_threads"] = np.array(numba.get_num_threads())
+np.savez(sys.argv[1], **out)
+"""
+
+
+@needs_numba
+@pytest.mark.slow
+def test_num_threads_one_is_bitwise_identical(tmp_path: Path) -> None:
+    results = {}
+    runs = (("one", {"NUMBA_NUM_THREADS": "1"}, ()), ("default", {}, ("NUMBA_NUM_THREADS",)))
+    for name, env, unset in runs:
+        path = tmp_path / f"{name}.npz"
+        env = dict(env, TINYTENSOR_BACKEND="numba")
+        r = subprocess.run(
+            [sys.executable, "-c", DETERMINISM_SCRIPT, str(path)],
+            capture_output=True, text=True, cwd=ROOT,
+            env={**{k: v for k, v in os.environ.items() if k not in unset}, **env,
+                 "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        results[name] = dict(np.load(path))
+    one, default = results["one"], results["default"]
+    assert int(one.pop("_threads")) == 1
+    n_default = int(default.pop("_threads"))
+    assert one.keys() == default.keys()
+    for k in one:
+        assert np.array_equal(one[k], default[k], equal_nan=True), f"{k} 在 1 线程与 {n_default} 线程下不同"

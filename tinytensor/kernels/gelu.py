@@ -1,0 +1,137 @@
+"""GELU（tanh 近似，与 torch 的 approximate="tanh" 相同）：numba 内核与 NumPy 参考实现。
+
+公式
+----
+    u = √(2/π) · (x + 0.044715·x³),   t = tanh(u)
+    y = 0.5·x·(1 + t)
+
+导数
+----
+    dy/dx = 0.5·(1 + t) + 0.5·x·(1 − t²) · √(2/π)·(1 + 3·0.044715·x²)
+    dx = g · dy/dx
+
+契约
+----
+- ``gelu_fwd(x) -> (y, t)``：x 任意形状、float32/float64、可不连续；y 与 t 同形状同 dtype（C 连续）。
+  t 留给反向使用（省去反向再算一次 tanh）。
+- ``gelu_bwd(g, x, t) -> dx``：g、x、t 同形状同 dtype。
+- 运算顺序与 torch 的 CPU 内核一致（x³ = (x·x)·x，y = (0.5·x)·(1+t)），全程在输入精度下计算。
+
+实现选择（实测：2 核机器，float32，(2048, 1536) 即 N 2048 × 4C，21 次中位数，bench/bench_kernels.py）
+-----------------------------------------------------------------------------------------------
+任务说明建议“numba 算 u → ``np.tanh(u, out=u)`` → numba 合成”，因为循环里的 ``math.tanh`` 不能向量化。
+但 ``_vmath.vtanh`` 只用加减乘除与位操作，可以向量化，比 np.tanh 还快，于是整个前向能在一个 prange
+循环里完成：只读一次 x、写一次 y 和 t，不要中间缓冲。实测前向（2 线程 / 1 线程）：
+融合 numba 1.47 / 2.60 ms；三段式（numba + np.tanh + numba）3.08 / 3.98 ms；纯 NumPy 参考
+6.49 / 7.72 ms；torch 3.35 / 5.62 ms。反向没有超越函数：numba 1.68 / 1.95 ms，NumPy 10.8 / 11.8 ms，
+torch 4.44 / 6.31 ms。vtanh 与 np.tanh 的差别在 1e−7（float32）/ 2e−16（float64）的绝对误差量级。
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import check_shape, float_array, same_dtype
+from ._vmath import vtanh
+from .backend import njit, prange, use_numba
+
+SQRT_2_OVER_PI = 0.7978845608028654
+KAPPA = 0.044715
+
+_OP_FWD = "gelu 前向"
+_OP_BWD = "gelu 反向"
+
+
+# ---------------------------------------------------------------------------
+# NumPy 参考实现
+# ---------------------------------------------------------------------------
+
+
+def gelu_fwd_numpy(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GELU(tanh) 前向的 NumPy 参考实现，返回 (y, t)。"""
+    dt = x.dtype.type
+    u = x * x * x
+    u *= dt(KAPPA)
+    u += x
+    u *= dt(SQRT_2_OVER_PI)
+    t = np.tanh(u, out=u)
+    y = dt(0.5) * x * (dt(1.0) + t)
+    return y, t
+
+
+def gelu_bwd_numpy(g: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """GELU(tanh) 反向的 NumPy 参考实现。"""
+    dt = x.dtype.type
+    inner_d = dt(SQRT_2_OVER_PI) * (dt(1.0) + dt(3.0) * dt(KAPPA) * (x * x))
+    left_d = dt(0.5) * (dt(1.0) + t)
+    right_d = dt(0.5) * x * (dt(1.0) - t * t) * inner_d
+    return g * (left_d + right_d)
+
+
+# ---------------------------------------------------------------------------
+# numba 内核（1-D 连续数组，逐元素 prange）
+# ---------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _gelu_fwd_numba(y, t, x):
+    c = x.dtype.type(SQRT_2_OVER_PI)
+    k = x.dtype.type(KAPPA)
+    half = x.dtype.type(0.5)
+    one = x.dtype.type(1.0)
+    for i in prange(x.shape[0]):
+        xi = x[i]
+        ti = vtanh(c * (xi + k * (xi * xi * xi)))
+        t[i] = ti
+        y[i] = half * xi * (one + ti)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _gelu_bwd_numba(dx, g, x, t):
+    c = x.dtype.type(SQRT_2_OVER_PI)
+    k3 = x.dtype.type(3.0) * x.dtype.type(KAPPA)
+    half = x.dtype.type(0.5)
+    one = x.dtype.type(1.0)
+    for i in prange(x.shape[0]):
+        xi = x[i]
+        ti = t[i]
+        inner_d = c * (one + k3 * (xi * xi))
+        left_d = half * (one + ti)
+        right_d = half * xi * (one - ti * ti) * inner_d
+        dx[i] = g[i] * (left_d + right_d)
+
+
+# ---------------------------------------------------------------------------
+# 公开函数
+# ---------------------------------------------------------------------------
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def gelu_fwd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GELU(tanh) 前向，返回 (y, t)，t = tanh(√(2/π)(x + 0.044715x³)) 供反向使用。"""
+    x = float_array(x, "x", _OP_FWD)
+    if not use_numba():
+        return gelu_fwd_numpy(x)
+    xf = _flat(x)
+    y = np.empty_like(xf)
+    t = np.empty_like(xf)
+    _gelu_fwd_numba(y, t, xf)
+    return y.reshape(x.shape), t.reshape(x.shape)
+
+
+def gelu_bwd(g: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """GELU(tanh) 反向：dx = g·dy/dx，t 为前向返回的 tanh 值。"""
+    x = float_array(x, "x", _OP_BWD)
+    g = same_dtype(float_array(g, "grad", _OP_BWD), "grad", x.dtype, _OP_BWD)
+    t = same_dtype(float_array(t, "t", _OP_BWD), "t", x.dtype, _OP_BWD)
+    check_shape(g, "grad", x.shape, _OP_BWD)
+    check_shape(t, "t", x.shape, _OP_BWD)
+    if not use_numba():
+        return gelu_bwd_numpy(g, x, t)
+    xf = _flat(x)
+    dx = np.empty_like(xf)
+    _gelu_bwd_numba(dx, _flat(g), xf, _flat(t))
+    return dx.reshape(x.shape)
