@@ -60,6 +60,8 @@ class Adam(Optimizer):
             st["step"] += 1
             beta1, beta2 = group["betas"]
             g, wd = p.grad.data, group["weight_decay"]
+            if g.dtype != p.data.dtype:
+                g = g.astype(p.data.dtype)
             if wd != 0 and not self.decoupled:
                 g = g + wd * p.data
                 wd = 0.0
