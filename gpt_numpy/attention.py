@@ -42,18 +42,41 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = dropout
 
+    fused = True  # 设为 False 时走逐步写法（与融合版结果相同，用于对照和教学）
+
     def forward(self, x: tt.Tensor, cache: KVCache | None = None, layer: int = 0) -> tt.Tensor:
+        if cache is not None:
+            return self._forward_cached(x, cache, layer)
+        p = self.dropout if self.training else 0.0
+        if not self.fused:
+            return self._forward_steps(x, p)
+        # 投影、拆头、因果注意力、合并各头融合成一个计算图节点（一次大矩阵乘算出 Q、K、V）
+        wq, wk, wv = self.W_query, self.W_key, self.W_value
+        ctx = F.causal_self_attention(x, wq.weight, wk.weight, wv.weight, self.num_heads, wq.bias, wk.bias, wv.bias, p)
+        return self.out_proj(ctx)  # (B, T, C)
+
+    def _split_heads(self, x: tt.Tensor) -> tuple[tt.Tensor, tt.Tensor, tt.Tensor]:
         b, t, _ = x.shape
         nh, hs = self.num_heads, self.head_dim
         q = self.W_query(x).reshape(b, t, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.W_key(x).reshape(b, t, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = self.W_value(x).reshape(b, t, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        if cache is None:
-            p = self.dropout if self.training else 0.0
-            ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)  # (B, nh, T, hs)
-        else:
-            mask = cached_attention_mask(t, cache.pos)
-            keys, values = cache.update(layer, k.data, v.data)  # (B, nh, pos+T, hs)
-            ctx = F.scaled_dot_product_attention(q, tt.from_numpy(keys), tt.from_numpy(values), attn_mask=mask)
-        ctx = ctx.transpose(1, 2).reshape(b, t, self.d_out)  # (B, T, C)
-        return self.out_proj(ctx)
+        return q, k, v
+
+    def _merge_heads(self, ctx: tt.Tensor) -> tt.Tensor:
+        b, _, t, _ = ctx.shape
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, t, self.d_out))  # (B, T, C)
+
+    def _forward_steps(self, x: tt.Tensor, dropout_p: float) -> tt.Tensor:
+        """逐步写法：三个投影 → 拆头 → 因果注意力 → 合并 → 输出投影。"""
+        q, k, v = self._split_heads(x)
+        ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, nh, T, hs)
+        return self._merge_heads(ctx)
+
+    def _forward_cached(self, x: tt.Tensor, cache: KVCache, layer: int) -> tt.Tensor:
+        """生成时：只算新词元的 q/k/v，键值写入缓存，新词元对缓存里的全部键值做注意力。"""
+        q, k, v = self._split_heads(x)
+        mask = cached_attention_mask(x.shape[1], cache.pos)
+        keys, values = cache.update(layer, k.data, v.data)  # (B, nh, pos+T, hs)
+        ctx = F.scaled_dot_product_attention(q, tt.from_numpy(keys), tt.from_numpy(values), attn_mask=mask)
+        return self._merge_heads(ctx)

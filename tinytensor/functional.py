@@ -57,3 +57,28 @@ def scaled_dot_product_attention(
         allowed = tril(Tensor._wrap(np.ones((tq, tk), dtype=bool), False))
         scores = where(allowed, scores, float("-inf"))
     return scores.softmax(dim=-1) @ v
+
+
+def causal_self_attention(
+    x: Tensor,
+    w_query: Tensor,
+    w_key: Tensor,
+    w_value: Tensor,
+    n_heads: int,
+    b_query: Tensor | None = None,
+    b_key: Tensor | None = None,
+    b_value: Tensor | None = None,
+) -> Tensor:
+    """三个线性投影 → 拆成 n_heads 个头 → 因果注意力 → 合并各头，逐步写出来（融合版见 nn.functional）。"""
+    from .nn import functional as F
+
+    b, t, _ = x.shape
+    c = w_query.shape[0]
+    hs = c // n_heads
+
+    def heads(w: Tensor, bias: Tensor | None) -> Tensor:
+        return F.linear(x, w, bias).reshape(b, t, n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
+
+    q, k, v = heads(w_query, b_query), heads(w_key, b_key), heads(w_value, b_value)
+    y = scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+    return y.transpose(1, 2).reshape(b, t, c)  # (B, T, C)

@@ -198,3 +198,43 @@ def scaled_dot_product_attention(
     return FU.ScaledDotProductAttention.apply(
         query, key, value, is_causal=is_causal, scale=scale, dropout_mask=dmask, attn_mask=mask
     )
+
+
+def causal_self_attention(
+    x: Tensor,
+    w_query: Tensor,
+    w_key: Tensor,
+    w_value: Tensor,
+    n_heads: int,
+    b_query: Tensor | None = None,
+    b_key: Tensor | None = None,
+    b_value: Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """融合的多头因果自注意力（不含输出投影），x 形状 (B, T, C_in)，返回 (B, T, C)。
+
+    等价于三个 linear 投影 → 拆成 n_heads 个头 → scaled_dot_product_attention(is_causal=True)
+    → 合并各头；dropout_p > 0 时 dropout 作用在注意力权重上。tinytensor 独有（torch 没有同名函数）。
+    """
+    b, t, _ = x.shape
+    c = w_query.shape[0]
+    if c % n_heads:
+        raise ValueError(f"输出维度 {c} 必须能被 n_heads={n_heads} 整除")
+    for name, w in (("w_key", w_key), ("w_value", w_value)):
+        if w.shape != w_query.shape:
+            raise RuntimeError(
+                f"causal_self_attention：{name} 形状 {tuple(w.shape)} 与 w_query {tuple(w_query.shape)} 不同"
+            )
+    if w_query.shape[1] != x.shape[-1]:
+        raise RuntimeError(
+            f"causal_self_attention：输入最后一维 {x.shape[-1]} 与权重形状 {tuple(w_query.shape)}（out, in）不一致"
+        )
+    biases = [bb for bb in (b_query, b_key, b_value) if bb is not None]
+    if biases and len(biases) != 3:
+        raise ValueError("b_query、b_key、b_value 要么都给，要么都不给")
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout_p 必须在 [0, 1] 内，收到 {dropout_p}")
+    dmask = None
+    if dropout_p > 0.0:
+        dmask = _dropout_mask((b, n_heads, t, t), dropout_p, x.dtype)
+    return FU.CausalSelfAttention.apply(x, w_query, w_key, w_value, *biases, n_heads=n_heads, dropout_mask=dmask)

@@ -96,6 +96,53 @@ class Gelu(Function):
         return kernels.gelu_bwd(g, x, t)
 
 
+def attention_core_fwd(q, k, v, scale, is_causal=False, dropout_mask=None, attn_mask=None):
+    """注意力的数组级前向，返回 (out, P)。无掩码、无 dropout 时交给融合内核，否则用 NumPy 逐步计算。"""
+    if attn_mask is None and dropout_mask is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        # 常见情形（训练时 dropout 为 0、生成时单个新词元）：内核融合“缩放·掩码·softmax”
+        return kernels.attention_fwd(q, k, v, scale, is_causal)
+    scores = np.matmul(q, np.swapaxes(k, -1, -2))
+    scores *= np.asarray(scale, dtype=scores.dtype)
+    tq, tk = q.shape[-2], k.shape[-2]
+    if is_causal:
+        causal = np.triu(np.ones((tq, tk), dtype=bool), k=1)  # 与 torch 相同：左上角对齐
+        scores = np.where(causal, np.asarray(-np.inf, dtype=scores.dtype), scores)
+    if attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            scores = np.where(attn_mask, scores, np.asarray(-np.inf, dtype=scores.dtype))
+        else:
+            scores = scores + attn_mask
+    m = scores.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, np.zeros((), dtype=scores.dtype))
+    p = np.exp(scores - m)
+    denom = p.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p /= denom
+    if not np.all(denom > 0):
+        p = np.where(denom > 0, p, np.zeros((), dtype=p.dtype))
+    pd = p * dropout_mask if dropout_mask is not None else p
+    return np.matmul(pd, v), p
+
+
+def attention_core_bwd(g, q, k, v, p, scale, is_causal=False, dropout_mask=None, fused=False):
+    """注意力的数组级反向，返回 (dq, dk, dv)。"""
+    if fused:
+        return kernels.attention_bwd(g, q, k, v, p, scale, is_causal)
+    s = np.asarray(scale, dtype=g.dtype)
+    pd = p * dropout_mask if dropout_mask is not None else p
+    dv = np.matmul(np.swapaxes(pd, -1, -2), g)
+    dp = np.matmul(g, np.swapaxes(v, -1, -2))
+    if dropout_mask is not None:
+        dp *= dropout_mask
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    ds *= s
+    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
+
+
+def _uses_kernel(q, k, v, dropout_mask, attn_mask) -> bool:
+    return attn_mask is None and dropout_mask is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+
+
 class ScaledDotProductAttention(Function):
     """注意力：y = softmax(q kᵀ · s + mask) v，q/k/v 形状 (..., T, hs)，s = 1/√hs。
 
@@ -107,51 +154,65 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(ctx, q, k, v, *, is_causal=False, scale=None, dropout_mask=None, attn_mask=None):
-        hs = q.shape[-1]
-        s = 1.0 / math.sqrt(hs) if scale is None else scale
-        ctx.scale, ctx.fused, ctx.causal = s, False, is_causal
-        if attn_mask is None and dropout_mask is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
-            # 常见情形（训练时 dropout 为 0、生成时单个新词元）：内核融合“缩放·掩码·softmax”
-            out, p = kernels.attention_fwd(q, k, v, s, is_causal)
-            ctx.save_for_backward(q, k, v, p, None)
-            ctx.fused = True
-            return out
-        scores = np.matmul(q, np.swapaxes(k, -1, -2))
-        scores *= np.asarray(s, dtype=scores.dtype)
-        tq, tk = q.shape[-2], k.shape[-2]
-        if is_causal:
-            causal = np.triu(np.ones((tq, tk), dtype=bool), k=1)  # 与 torch 相同：左上角对齐
-            scores = np.where(causal, np.asarray(-np.inf, dtype=scores.dtype), scores)
-        if attn_mask is not None:
-            if attn_mask.dtype == np.bool_:
-                scores = np.where(attn_mask, scores, np.asarray(-np.inf, dtype=scores.dtype))
-            else:
-                scores = scores + attn_mask
-        m = scores.max(axis=-1, keepdims=True)
-        m = np.where(np.isfinite(m), m, np.zeros((), dtype=scores.dtype))
-        p = np.exp(scores - m)
-        denom = p.sum(axis=-1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p /= denom
-        if not np.all(denom > 0):
-            p = np.where(denom > 0, p, np.zeros((), dtype=p.dtype))
-        pd = p * dropout_mask if dropout_mask is not None else p
+        s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        out, p = attention_core_fwd(q, k, v, s, is_causal, dropout_mask, attn_mask)
         ctx.save_for_backward(q, k, v, p, dropout_mask)
-        return np.matmul(pd, v)
+        ctx.scale, ctx.causal = s, is_causal
+        ctx.fused = _uses_kernel(q, k, v, dropout_mask, attn_mask)
+        return out
 
     @staticmethod
     def backward(ctx, g):
         q, k, v, p, dmask = ctx.saved_tensors
-        if ctx.fused:
-            return kernels.attention_bwd(g, q, k, v, p, ctx.scale, ctx.causal)
-        s = np.asarray(ctx.scale, dtype=g.dtype)
-        pd = p * dmask if dmask is not None else p
-        dv = np.matmul(np.swapaxes(pd, -1, -2), g)
-        dp = np.matmul(g, np.swapaxes(v, -1, -2))
-        if dmask is not None:
-            dp *= dmask
-        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-        ds *= s
-        dq = np.matmul(ds, k)
-        dk = np.matmul(np.swapaxes(ds, -1, -2), q)
-        return dq, dk, dv
+        return attention_core_bwd(g, q, k, v, p, ctx.scale, ctx.causal, dmask, ctx.fused)
+
+
+class CausalSelfAttention(Function):
+    """多头因果自注意力（不含输出投影）融合成一个节点：
+
+        [q | k | v] = x · [W_q; W_k; W_v]ᵀ + [b_q | b_k | b_v]     一次矩阵乘算出三个投影
+        q, k, v 拆成 nh 个头 (B, nh, T, hs)，y = softmax(q kᵀ/√hs + 因果掩码) v，再合并回 (B, T, C)
+
+    与逐个 Linear + reshape + transpose + SDPA 的组合（tinytensor/functional.py 里的孪生实现）完全等价，
+    但只建一个计算图节点，三个投影合成一次更大的矩阵乘（反向时 dx 也只需一次矩阵乘）。
+    位置参数：x、W_q、W_k、W_v，以及可选的 b_q、b_k、b_v（qkv_bias=True 时）。
+    """
+
+    @staticmethod
+    def forward(ctx, x, wq, wk, wv, *biases, n_heads, dropout_mask=None):
+        b_, t, c_in = x.shape
+        c = wq.shape[0]
+        nh, hs = n_heads, c // n_heads
+        w = np.concatenate([wq, wk, wv], axis=0)  # (3C, C_in)
+        x2 = x.reshape(-1, c_in)
+        qkv = x2 @ w.T  # (B·T, 3C)
+        if biases:
+            qkv += np.concatenate(biases)
+        heads = qkv.reshape(b_, t, 3, nh, hs).transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        q, k, v = heads[0], heads[1], heads[2]
+        s = 1.0 / math.sqrt(hs)
+        out, p = attention_core_fwd(q, k, v, s, True, dropout_mask)
+        ctx.save_for_backward(x2, w, q, k, v, p, dropout_mask)
+        ctx.shape, ctx.scale, ctx.n_bias = (b_, t, c, nh, hs), s, len(biases)
+        ctx.fused = dropout_mask is None
+        return out.transpose(0, 2, 1, 3).reshape(b_, t, c)  # (B, T, C)
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, w, q, k, v, p, dmask = ctx.saved_tensors
+        b_, t, c, nh, hs = ctx.shape
+        g4 = g.reshape(b_, t, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+        dq, dk, dv = attention_core_bwd(g4, q, k, v, p, ctx.scale, True, dmask, ctx.fused)
+        dqkv = np.empty((b_, t, 3, nh, hs), dtype=g.dtype)
+        for i, d in enumerate((dq, dk, dv)):
+            dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
+        dqkv = dqkv.reshape(-1, 3 * c)  # (B·T, 3C)
+        need = ctx.needs_input_grad
+        dx = (dqkv @ w).reshape(b_, t, -1) if need[0] else None
+        dw = dqkv.T @ x2 if any(need[1:4]) else None  # (3C, C_in)
+        grads = [dx]
+        grads += [dw[i * c : (i + 1) * c] if dw is not None else None for i in range(3)]
+        if ctx.n_bias:
+            db = dqkv.sum(axis=0)
+            grads += [db[i * c : (i + 1) * c] for i in range(3)]
+        return tuple(grads)
