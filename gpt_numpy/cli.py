@@ -94,11 +94,14 @@ def cmd_train(argv: list[str], track: Track) -> int:
     try:
         result = track.train(tcfg, model_overrides)
     except TrainingInterrupted as e:
-        print(str(e), file=sys.stderr)
+        if e.is_main:
+            print(str(e), file=sys.stderr)
         return e.exit_code
     except TrainingDiverged as e:
         print(f"训练发散：{e}", file=sys.stderr)
         return EXIT_DIVERGED
+    if not getattr(result, "is_main", True):  # DDP 的非主进程不打印摘要
+        return 0
     wall = time.perf_counter() - t0
     val = "—" if result.val_loss is None else f"{result.val_loss:.4f}"
     ppl = "—" if result.val_loss is None else f"{math.exp(result.val_loss):.2f}"

@@ -47,9 +47,10 @@ RESUME_MUTABLE = {
 class TrainingInterrupted(Exception):
     """收到 SIGINT/SIGTERM 或到达 max_time：检查点已保存。"""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, is_main: bool = True) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.is_main = is_main  # 多进程时只有主进程打印
 
 
 class TrainingDiverged(RuntimeError):
@@ -101,6 +102,7 @@ class TrainResult:
     tokens_per_sec: float
     sample: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    is_main: bool = True  # 多进程时只有主进程打印摘要
 
 
 def lr_at(step: int, tcfg: TrainConfig, total_steps: int) -> float:
@@ -126,9 +128,13 @@ def total_steps_for(tcfg: TrainConfig, batches: StepBatches, world_size: int) ->
 
 
 def check_resume_compatible(
-    saved: dict[str, Any], current: dict[str, Any], saved_model: GPTConfig, model: GPTConfig
+    saved: dict[str, Any], current: dict[str, Any], saved_model: GPTConfig, model: GPTConfig,
+    saved_world: int = 1, world: int = 1,
 ) -> None:
-    """续训时配置必须一致（少数字段除外）；不一致时报出字段名与两边的值。"""
+    """续训时配置必须一致（少数字段除外）；不一致时报出字段名与两边的值。
+
+    进程数可以变：比较的是全局批次 batch_size × 进程数（1 个进程 × 2B 可由 2 个进程 × B 接着训）。
+    """
     for k, v in model.to_dict().items():
         old = saved_model.to_dict().get(k)
         if old != v:
@@ -136,8 +142,16 @@ def check_resume_compatible(
                 f"续训失败：模型字段 {k} 与检查点不一致（检查点为 {old!r}，当前为 {v!r}）；"
                 "如要从头训练请加 --resume=never"
             )
+    if "batch_size" in saved:
+        old_global, new_global = saved["batch_size"] * saved_world, current["batch_size"] * world
+        if old_global != new_global:
+            raise ValueError(
+                f"续训失败：全局批次 batch_size × 进程数与检查点不一致（检查点为 {saved['batch_size']} × "
+                f"{saved_world} = {old_global}，当前为 {current['batch_size']} × {world} = {new_global}）；"
+                "改变进程数时请相应调整 --batch_size，或加 --resume=never 从头训练"
+            )
     for k, v in current.items():
-        if k in RESUME_MUTABLE or k not in saved:
+        if k in RESUME_MUTABLE or k == "batch_size" or k not in saved:
             continue
         if saved[k] != v:
             raise ValueError(
@@ -159,12 +173,15 @@ class Trainer:
         self.total_steps = total_steps_for(tcfg, self.batches, world)
         t = model_cfg.context_length
         stride = tcfg.stride or t if tcfg.sampling == "epoch" else 0
-        self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, tcfg.batch_size, t, seed=tcfg.seed + 1)
-        self.eval_val = eval_batches(data.val_tokens, tcfg.eval_batches, tcfg.batch_size, t, stride=stride)
+        # 评估批次按全局批次大小切分（各进程再各取一段），所以评估集与进程数无关
+        gb = tcfg.batch_size * world
+        self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, gb, t, seed=tcfg.seed + 1)
+        self.eval_val = eval_batches(data.val_tokens, tcfg.eval_batches, gb, t, stride=stride)
         self.step = 0
         self.best_val: float | None = None
         self.history: list[dict[str, Any]] = []
         self._stop: tuple[str, int] | None = None
+        self._signalled = False  # 本进程自己收到过 SIGINT/SIGTERM
         self._last_ckpt: Path | None = None
 
     # ------------------------------------------------------------ 信号
@@ -172,10 +189,12 @@ class Trainer:
         old: dict[int, Any] = {}
 
         def handler(signum: int, frame: Any) -> None:
-            if self._stop is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # 第二次 Ctrl-C：立刻退出
+            if self._signalled and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # 本进程第二次收到 Ctrl-C：立刻退出
+            self._signalled = True
             name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
-            self._stop = (name, 128 + signum)
+            if self._stop is None or self._stop[0] == "peer":
+                self._stop = (name, 128 + signum)
             if self.backend.is_main:
                 print(f"\n收到 {name}：完成当前一步后保存检查点并退出（再按一次 Ctrl-C 立即退出）", file=sys.stderr)
 
@@ -192,9 +211,7 @@ class Trainer:
             signal.signal(s, h)
 
     # ------------------------------------------------------------ 检查点
-    def _trainer_state(self) -> dict[str, Any]:
-        rng_json, _ = self.backend.rng_state()
-        _, opt_step = self.backend.optim_arrays()
+    def _trainer_state(self, rng_json: dict[str, Any], opt_step: int) -> dict[str, Any]:
         return {
             "step": self.step,
             "optim_step": opt_step,
@@ -208,13 +225,13 @@ class Trainer:
 
     def save(self, name: str = LAST) -> Path | None:
         """保存检查点（只在主进程写文件；所有进程都要调用，以便收集状态并同步）。"""
-        optim, _ = self.backend.optim_arrays()
-        model = self.backend.model_arrays()
-        _, rng_arrays = self.backend.rng_state()
+        rng_json, rng_arrays = self.backend.rng_state()  # 多进程时是集合通信：每个进程都要调用
         path = None
         if self.backend.is_main:
+            optim, opt_step = self.backend.optim_arrays()
+            model = self.backend.model_arrays()
             path = write_training_checkpoint(
-                self.out, name, model, self.model_cfg, optim, self._trainer_state(), rng_arrays,
+                self.out, name, model, self.model_cfg, optim, self._trainer_state(rng_json, opt_step), rng_arrays,
                 self.data.tokenizer_file,
             )
             if name == LAST:
@@ -233,7 +250,10 @@ class Trainer:
                 raise CheckpointError(f"--resume=must，但 {self.out} 下没有可用的检查点（{LAST}）")
             return False
         model, saved_cfg, optim, state, rng_arrays = read_training_checkpoint(ckpt)
-        check_resume_compatible(state.get("train_config", {}), self.tcfg.to_dict(), saved_cfg, self.model_cfg)
+        check_resume_compatible(
+            state.get("train_config", {}), self.tcfg.to_dict(), saved_cfg, self.model_cfg,
+            int(state.get("world_size", 1)), self.backend.world_size,
+        )
         self.backend.load_state(model, optim, int(state.get("optim_step", state["step"])))
         if state.get("track") == self.backend.track and state.get("world_size", 1) == self.backend.world_size:
             self.backend.set_rng_state(state.get("rng", {}), rng_arrays)
@@ -396,7 +416,7 @@ class Trainer:
                 if self._stop is None and t.stop_at and self.step >= t.stop_at and self.step < self.total_steps:
                     self._stop = ("stop_at", 0)
                 if be.agree(self._stop is not None):  # 多进程时所有进程在同一步停下
-                    self._stop = self._stop or ("SIGTERM", 128 + signal.SIGTERM)
+                    self._stop = self._stop or ("peer", 0)  # 是别的进程要求停下（信号或时间上限）
                     self.save(LAST)
                     self._plot()
                     reason, code = self._stop
@@ -405,7 +425,9 @@ class Trainer:
                         msg = f"达到时间上限 {t.max_time:.0f} 秒，" + msg + "；用同样的命令即可继续训练"
                     elif reason == "stop_at":
                         msg = f"按 stop_at={t.stop_at} 暂停，" + msg + "；去掉 --stop_at 再运行即可继续训练"
-                    raise TrainingInterrupted(msg, code)
+                    elif reason == "peer":
+                        msg = "另一个进程要求停止（收到信号或达到时间上限），" + msg + "；用同样的命令即可继续训练"
+                    raise TrainingInterrupted(msg, code, be.is_main)
         finally:
             if bar is not None:
                 bar.close()
@@ -417,6 +439,7 @@ class Trainer:
         return TrainResult(
             steps=self.step, train_loss=last_train, val_loss=last_val, best_val=self.best_val, seconds=seconds,
             tokens_per_sec=float(np.median(speeds)) if speeds else 0.0, sample=sample, history=self.history,
+            is_main=be.is_main,
         )
 
 

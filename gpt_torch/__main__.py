@@ -15,6 +15,7 @@ from gpt_numpy.config import TrainConfig
 EXTRA_HELP = """
 PyTorch 轨道另有：--device=auto|cpu|cuda|mps、--amp=auto|bf16|fp32、--compile=true。
 多卡 / 多机：torchrun --nproc_per_node=N -m gpt_torch.train [--key=value ...]
+（--batch_size 是每个进程的批大小；多机启动、续训与崩溃处理见 docs/distributed.md）
 """
 
 
@@ -61,7 +62,19 @@ TRACK = Track(
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(argv, TRACK)
+    """命令行入口。由 torchrun 启动的多进程训练结束后，用 ddp.exit_process 直接退出（原因见那里）。"""
+    try:
+        code = cli_main(argv, TRACK)
+    except BaseException as e:
+        ddp = sys.modules.get("gpt_torch.ddp")
+        if ddp is None or not ddp.used_distributed() or isinstance(e, SystemExit):
+            raise
+        sys.excepthook(*sys.exc_info())  # 照常打印带 [rankN] 前缀的回溯
+        ddp.exit_process(130 if isinstance(e, KeyboardInterrupt) else 1)
+    ddp = sys.modules.get("gpt_torch.ddp")
+    if ddp is not None and ddp.used_distributed():
+        ddp.exit_process(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -32,12 +34,18 @@ class DistInfo:
         return self.rank == 0
 
 
+_ACTIVE = False  # 本进程是否建立过多进程的进程组
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_distributed(device_type: str, timeout_s: float = 300.0) -> DistInfo:
-    """若由 torchrun 启动则初始化进程组（cuda → nccl，其余 → gloo），否则返回单进程信息。"""
+def init_distributed(device_type: str, timeout_s: float | None = None) -> DistInfo:
+    """若由 torchrun 启动则初始化进程组（cuda → nccl，其余 → gloo），否则返回单进程信息。
+
+    timeout_s：集合通信的超时（秒），缺省读环境变量 LLMZH_DDP_TIMEOUT，再缺省为 300。
+    """
     if not launched_by_torchrun():
         return DistInfo()
     rank = int(os.environ["RANK"])
@@ -50,9 +58,30 @@ def init_distributed(device_type: str, timeout_s: float = 300.0) -> DistInfo:
         if local >= torch.cuda.device_count():
             raise RuntimeError(f"LOCAL_RANK={local}，但本机只有 {torch.cuda.device_count()} 块 GPU")
         torch.cuda.set_device(local)
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("LLMZH_DDP_TIMEOUT", "300"))
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    global _ACTIVE
+    _ACTIVE = True
     return DistInfo(rank, local, world, True)
+
+
+def used_distributed() -> bool:
+    """本进程是否（由 torchrun 启动并）建立过多进程的进程组。"""
+    return _ACTIVE
+
+
+def exit_process(code: int) -> NoReturn:
+    """多进程训练结束后直接结束进程（os._exit），跳过 Python 解释器的收尾阶段。
+
+    原因：gloo 的后台线程做完一次集合通信后才释放它持有的张量；若这时解释器已经开始关闭，
+    释放张量所需的 GIL 拿不到，进程会以 SIGABRT 结束（"terminate called without an active exception"），
+    torchrun 便把一次成功的训练报告为失败。调用这里之前，进程组已销毁，检查点与日志都已写完。
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cleanup_distributed() -> None:

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import sys
 from typing import Any
 
@@ -19,7 +21,7 @@ from torch.nn import functional as F
 
 from gpt_numpy.config import GPTConfig, TrainConfig
 from gpt_numpy.init import decay_mask, init_arrays
-from gpt_numpy.trainer import TrainData, Trainer, TrainResult
+from gpt_numpy.trainer import TrainData, Trainer, TrainingDiverged, TrainingInterrupted, TrainResult
 
 from .ddp import DistInfo, cleanup_distributed, init_distributed, unwrap
 from .generate import generate
@@ -40,6 +42,19 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RuntimeError(f"请求的设备 {name!r} 不可用：本机没有 Apple MPS（可用 --device=cpu 或 --device=auto）")
     return dev
+
+
+def fault_from_env() -> tuple[int, int] | None:
+    """测试钩子（只供测试使用）：LLMZH_FAULT_RANK=r 与 LLMZH_FAULT_STEP=n 让第 r 个进程在第 n 步（从 1 数）抛出异常，
+    用来检验“一个进程崩溃时整个任务报错退出而不是挂住”。两个变量都设置时才生效。"""
+    rank, step = os.environ.get("LLMZH_FAULT_RANK"), os.environ.get("LLMZH_FAULT_STEP")
+    if rank is None or step is None:
+        return None
+    return int(rank), int(step)
+
+
+class InjectedFault(RuntimeError):
+    """测试钩子注入的故障。"""
 
 
 class TorchBackend:
@@ -81,6 +96,8 @@ class TorchBackend:
         self.opt = torch.optim.AdamW(groups, lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=1e-8, fused=fused)
         by_id = {id(p): n for n, p in named}
         self._ordered = [(by_id[id(p)], p) for g in self.opt.param_groups for p in g["params"]]
+        self._updates = 0  # 已做的优化器更新次数（测试钩子用）
+        self._fault = fault_from_env()
         self.model: torch.nn.Module = model
         if tcfg.compile:
             self.model = torch.compile(self.model)
@@ -88,7 +105,10 @@ class TorchBackend:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(self.model, device_ids=ids)
+            # 缓冲区只有常量因果掩码，不必每次前向都广播（新版 torch 把参数改名为 forward_sync_buffers）
+            no_buf = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters \
+                else "broadcast_buffers"
+            self.model = DDP(self.model, device_ids=ids, **{no_buf: False})
 
     # -------------------------------------------------------- 训练
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
@@ -96,6 +116,9 @@ class TorchBackend:
 
     def forward_backward(self, x: np.ndarray, y: np.ndarray, scale: float, sync: bool = True) -> float:
         """前向 + 反向。梯度累积的非最后一步在 no_sync() 里做：DDP 只在最后一步同步梯度。"""
+        if self._fault is not None and self._fault == (self.rank, self._updates + 1):
+            step = self._updates + 1
+            raise InjectedFault(f"测试钩子：进程 {self.rank} 在第 {step} 步故意出错（LLMZH_FAULT_RANK/STEP）")
         xt, yt = self._tensor(x), self._tensor(y)
         no_sync = self.dist.enabled and not sync
         ctx = self.model.no_sync() if no_sync else contextlib.nullcontext()
@@ -117,16 +140,21 @@ class TorchBackend:
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.step()
+        self._updates += 1
 
     def zero_grad(self) -> None:
         self.opt.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def eval_loss(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
-        """各进程评估自己那一份批次，再把 (损失和, 词元数) 归约到一起。"""
+        """每个（全局）批次各进程取自己的一段行，再把 (损失和, 词元数) 归约到一起。"""
         self.raw.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for x, y in batches[self.rank :: self.world_size]:
+        for xb, yb in batches:
+            x = np.array_split(xb, self.world_size)[self.rank]
+            y = np.array_split(yb, self.world_size)[self.rank]
+            if len(y) == 0:
+                continue
             with self.autocast:
                 logits = self.raw(self._tensor(x))
             loss = F.cross_entropy(logits.flatten(0, 1).to(self.dtype), self._tensor(y).flatten(), reduction="sum")
@@ -172,16 +200,24 @@ class TorchBackend:
             }
 
     def rng_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        arrays = {"torch_cpu": torch.get_rng_state().numpy()}
+        """随机数状态。多进程时收集每个进程的状态（集合通信，所有进程都要调用）：
+        第 0 个进程的存为 "torch_cpu"（与单进程同名），第 r 个进程的存为 "torch_cpu.rank{r}"。"""
+        own = {"torch_cpu": torch.get_rng_state().numpy()}
         if self.device.type == "cuda":
-            arrays["torch_cuda"] = torch.cuda.get_rng_state(self.device).numpy()
+            own["torch_cuda"] = torch.cuda.get_rng_state(self.device).numpy()
+        if not self.dist.enabled:
+            return {}, own
+        gathered: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, own)
+        arrays = {_rng_key(k, r): v for r, st in enumerate(gathered) for k, v in st.items()}
         return {}, arrays
 
     def set_rng_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        if "torch_cpu" in arrays:
-            torch.set_rng_state(torch.as_tensor(arrays["torch_cpu"], dtype=torch.uint8))
-        if "torch_cuda" in arrays and self.device.type == "cuda":
-            torch.cuda.set_rng_state(torch.as_tensor(arrays["torch_cuda"], dtype=torch.uint8), self.device)
+        cpu, cuda = _rng_key("torch_cpu", self.rank), _rng_key("torch_cuda", self.rank)
+        if cpu in arrays:
+            torch.set_rng_state(torch.as_tensor(arrays[cpu], dtype=torch.uint8))
+        if cuda in arrays and self.device.type == "cuda":
+            torch.cuda.set_rng_state(torch.as_tensor(arrays[cuda], dtype=torch.uint8), self.device)
 
     def barrier(self) -> None:
         if self.dist.enabled:
@@ -194,6 +230,10 @@ class TorchBackend:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+
+def _rng_key(name: str, rank: int) -> str:
+    return name if rank == 0 else f"{name}.rank{rank}"
 
 
 def build_model_config(tcfg: TrainConfig, model_overrides: dict[str, Any], vocab_size: int) -> GPTConfig:
@@ -223,7 +263,24 @@ def train(
         assert data is not None
         cfg = build_model_config(tcfg, model_overrides or {}, data.tokenizer.vocab_size)
         backend = TorchBackend(cfg, tcfg, dist_info)
-        return Trainer(tcfg, cfg, backend, data).run()
+        trainer = Trainer(tcfg, cfg, backend, data)
+        try:
+            return trainer.run()
+        except TrainingInterrupted:
+            if dist_info.enabled and not dist_info.is_main:  # 主进程会打印详情；其余进程只报自己停在哪一步
+                print(f"[进程 {dist_info.rank}/{dist_info.world_size}] 在第 {trainer.step} 步停下", file=sys.stderr)
+            raise
+    except (TrainingInterrupted, TrainingDiverged):
+        raise
+    except BaseException as e:
+        if dist_info.enabled:
+            print(
+                f"[进程 {dist_info.rank}/{dist_info.world_size}] 异常退出（{type(e).__name__}）；"
+                "多进程训练中一个进程出错，其余进程会在通信时报错或被 torchrun 终止——"
+                "请先看最早出错的那个进程（torchrun 报告里的 Root Cause）",
+                file=sys.stderr,
+            )
+        raise
     finally:
         cleanup_distributed()
 
