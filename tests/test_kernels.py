@@ -153,13 +153,19 @@ def test_env_var_selects_backend() -> None:
     assert "TINYTENSOR_BACKEND" in r.stderr and "bogus" in r.stderr and "'numpy'" in r.stderr
 
 
-def test_omp_wait_policy_default_is_passive_but_overridable() -> None:
-    code = "import os, tinytensor.kernels; print(os.environ['OMP_WAIT_POLICY'])"
-    r = run_py(code, unset=("OMP_WAIT_POLICY",))
+def test_threading_layer_default_is_workqueue_but_overridable() -> None:
+    if not NUMBA_AVAILABLE:
+        pytest.skip("需要 numba")
+    code = (
+        "import numpy as np, numba, tinytensor.kernels as K; "
+        "K.layer_norm_fwd(np.ones((4, 8), np.float32), None, None, 1e-5); print(numba.threading_layer())"
+    )
+    r = run_py(code, unset=("NUMBA_THREADING_LAYER",))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "PASSIVE"
-    r = run_py(code, {"OMP_WAIT_POLICY": "ACTIVE"})
-    assert r.stdout.strip() == "ACTIVE"
+    assert r.stdout.strip() == "workqueue"
+    r = run_py(code, {"NUMBA_THREADING_LAYER": "omp"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "omp"
 
 
 def test_stale_numba_cache_is_dropped_when_any_source_changes(tmp_path: Path, monkeypatch) -> None:

@@ -25,7 +25,7 @@
 - 数值：softmax 先减行最大值，Σexp 与 Σ dP⊙P 在 float64 中累加后舍入到输入精度。
 - 实测（float32，B 8、nh 6、T 256、hs 64，因果，中位数，2 线程 / 1 线程）：前向 numba 10.0 / 15.4 ms，
   NumPy 参考 19.8 / 24.8 ms，torch SDPA 12.3 / 12.3 ms；反向 17.2 / 28.6、21.5 / 32.7、30.0 / 32.5 ms。
-  矩阵乘占了大头；numba 与多线程 OpenBLAS 交替时要靠 OMP_WAIT_POLICY=PASSIVE（见 backend.py），
+  矩阵乘占了大头；numba 与多线程 OpenBLAS 交替时，线程层的选择影响很大（见 backend.py），
   否则 2 线程下反向曾测得比参考实现还慢（34 vs 34 ms，负载重时 40 vs 31 ms）。
 """
 

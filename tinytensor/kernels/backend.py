@@ -13,12 +13,11 @@
   各内核仍会加载旧的机器码。所以导入时对本包所有 ``*.py`` 求一个哈希，与 ``__pycache__`` 里记下的
   不同就删掉那里的 numba 缓存（``*.nbi``/``*.nbc``），下次调用时重新编译。
   设置了 NUMBA_CACHE_DIR 时不做这件事。
-- 导入时执行 ``os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")``（用户已设置则不动）。原因（实测，
-  2 核机器）：numba 的 OpenMP 线程在并行区结束后默认会忙等一段时间，正好和紧随其后的 OpenBLAS
-  矩阵乘抢核。注意力前向（矩阵乘 → numba softmax → 矩阵乘）在默认设置下 22.6–30.7 ms，
-  PASSIVE 下 13.0–16.2 ms；夹在中间的纯 NumPy 参考实现也从 33.7 ms 降到 27.7 ms；纯 numba 内核与
-  torch 的耗时基本不变。这个变量只在 libgomp 第一次加载时读取：若进程里已先导入了 torch
-  （它自带同名的 libgomp.so.1），这里的设置就不再生效，需要在启动前的 shell 里设置。
+- numba 的并行线程层默认设为 ``workqueue``（numba 自带的简单线程池；用户设置了 NUMBA_THREADING_LAYER
+  则不动）。原因（实测，2 核机器）：默认会选 OpenMP 层（libgomp），它的线程在并行区结束后忙等，
+  正好和紧随其后的 OpenBLAS 矩阵乘抢核；torch 也自带 libgomp，两者同处一个进程时互相干扰更明显。
+  tiny 配置的完整训练步在 OpenMP 层下约 3,700–3,900 词元/秒，workqueue 层下约 6,200–6,900 词元/秒。
+  workqueue 层不支持从多个 Python 线程同时调用并行内核；本项目只在主线程里调用。
 
 本包只依赖 numpy、numba 与标准库，不导入 tinytensor 的其他部分。
 """
@@ -33,8 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-# 必须在 numba 第一次启动并行区（加载 libgomp）之前设置，见模块说明
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_USER_THREADING_LAYER = "NUMBA_THREADING_LAYER" in os.environ
 
 ALLOWED_BACKENDS: tuple[str, ...] = ("numba", "numpy")
 ENV_VAR = "TINYTENSOR_BACKEND"
@@ -45,6 +43,10 @@ try:  # numba 是运行时依赖，但缺失或损坏时仍要能用 NumPy 跑�
 
     NUMBA_AVAILABLE = True
     NUMBA_IMPORT_ERROR: str | None = None
+    if not _USER_THREADING_LAYER:  # 见模块说明：默认用 workqueue 线程层
+        import numba
+
+        numba.config.THREADING_LAYER = "workqueue"
 except Exception as exc:  # 任何导入失败都回退
     NUMBA_AVAILABLE = False
     NUMBA_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
