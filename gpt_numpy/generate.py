@@ -73,13 +73,11 @@ def stream_tokens(
 
 
 def _numpy_step(model: Any) -> StepFn:
-    import tinytensor as tt
+    """生成用的一步前向：走 inference.py 的精简路径（不建计算图），只算最后一个位置的 logits。"""
+    from .inference import InferenceEngine
 
-    def step(tokens: np.ndarray, cache: Any) -> np.ndarray:
-        with tt.no_grad():
-            return model(tokens, cache).data[:, -1, :]
-
-    return step
+    engine = InferenceEngine(model)
+    return engine.last_logits
 
 
 def generate(
