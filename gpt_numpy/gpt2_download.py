@@ -11,9 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from .datasets import remote
@@ -44,27 +41,10 @@ def gpt2_url(name: str, filename: str) -> str:
 def download_gpt2(model_size: str = "124M", cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
     """下载（或直接取缓存中的）GPT-2 权重，返回含 config.json 与 model.safetensors 的目录。"""
     name = gpt2_repo_name(model_size)
-    with _cache_root(cache_dir):
-        paths = [remote.download(gpt2_url(name, f), f"{name}/{f}", quiet=quiet) for f in GPT2_FILES]
+    paths = [
+        remote.download(gpt2_url(name, f), f"{name}/{f}", quiet=quiet, cache_root=cache_dir) for f in GPT2_FILES
+    ]
     return paths[0].parent
-
-
-# TODO(text-data)：remote.download 只写到 LLMZH_CACHE 指定的缓存目录，没有“目标目录”参数；
-# 在它加上之前，指定 cache_dir 时临时改写该环境变量（非线程安全，只在本调用期间生效）。
-@contextlib.contextmanager
-def _cache_root(cache_dir: str | Path | None) -> Iterator[None]:
-    if cache_dir is None:
-        yield
-        return
-    old = os.environ.get(remote.ENV_CACHE)
-    os.environ[remote.ENV_CACHE] = str(Path(cache_dir).expanduser())
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(remote.ENV_CACHE, None)
-        else:
-            os.environ[remote.ENV_CACHE] = old
 
 
 __all__ = ["download_gpt2", "gpt2_repo_name", "gpt2_url"]

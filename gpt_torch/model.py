@@ -96,7 +96,10 @@ class GPTModel(nn.Module):
                 "请截断输入（generate 会自动只保留最后 context_length 个词元）"
             )
         v = self.cfg.vocab_size
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= v):
+        # 越界检查要把数据取回 CPU：在 GPU 上会强制同步、在 torch.compile 里会打断计算图，所以只在 CPU 上做
+        # （GPU 上越界的 id 会由 embedding 自己报错，只是信息不如这里清楚）
+        check = idx.device.type == "cpu" and not torch.compiler.is_compiling()
+        if check and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= v):
             bad = int(idx[(idx < 0) | (idx >= v)][0])
             raise IndexError(f"词元 id {bad} 超出嵌入表范围 [0, {v})")
         tok = self.tok_emb(idx)  # (B, T, C)

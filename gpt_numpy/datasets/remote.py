@@ -89,12 +89,16 @@ def download(
     force: bool = False,
     timeout: float = 60.0,
     quiet: bool = False,
+    cache_root: str | Path | None = None,
 ) -> Path:
-    """把 url 下载到 `cache_dir()/name`（name 缺省取 url 的文件名）并返回路径；已缓存且完好则直接返回。"""
+    """把 url 下载到 `cache_root/name` 并返回路径；已缓存且完好则直接返回。
+
+    name 缺省取 url 的文件名；cache_root 缺省为 `cache_dir()`（环境变量 LLMZH_CACHE）。
+    """
     name = name or url.rstrip("/").rsplit("/", 1)[-1]
     if not name or name.startswith("/") or ".." in Path(name).parts:
         raise ValueError(f"缓存文件名 {name!r} 不合法：应是缓存目录下的相对路径")
-    dest = cache_dir() / name
+    dest = (Path(cache_root).expanduser() if cache_root is not None else cache_dir()) / name
     if not force and _check_cached(dest, sha256, size):
         return dest
     if is_offline():
