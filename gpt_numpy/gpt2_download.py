@@ -20,6 +20,10 @@ OWNER = "openai-community"
 GPT2_FILES = ("config.json", "model.safetensors")
 SIZE_TO_NAME = {"124M": "gpt2", "355M": "gpt2-medium", "774M": "gpt2-large", "1558M": "gpt2-xl"}
 ALIASES = {"gpt2-small": "gpt2"}
+# 已核实的校验值 (sha256, 字节数)；其余文件下载后打印算出的哈希，不做比对
+KNOWN_HASHES: dict[tuple[str, str], tuple[str, int]] = {
+    ("gpt2", "model.safetensors"): ("248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707", 548_105_171),
+}
 
 
 def gpt2_repo_name(model_size: str) -> str:
@@ -41,9 +45,10 @@ def gpt2_url(name: str, filename: str) -> str:
 def download_gpt2(model_size: str = "124M", cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
     """下载（或直接取缓存中的）GPT-2 权重，返回含 config.json 与 model.safetensors 的目录。"""
     name = gpt2_repo_name(model_size)
-    paths = [
-        remote.download(gpt2_url(name, f), f"{name}/{f}", quiet=quiet, cache_root=cache_dir) for f in GPT2_FILES
-    ]
+    paths = []
+    for f in GPT2_FILES:
+        sha, size = KNOWN_HASHES.get((name, f), (None, None))
+        paths.append(remote.download(gpt2_url(name, f), f"{name}/{f}", sha, size, quiet=quiet, cache_root=cache_dir))
     return paths[0].parent
 
 
