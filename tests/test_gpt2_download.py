@@ -11,16 +11,31 @@ import numpy as np
 import pytest
 from gpt_testutil import hf_config, hf_state, write_hf_dir
 
+from gpt_numpy import gpt2_download
 from gpt_numpy.datasets.remote import DownloadError, NotCachedError, resolve_url
 from gpt_numpy.gpt2_download import download_gpt2, gpt2_repo_name, gpt2_url
 from gpt_numpy.pretrained import load_hf_gpt2
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
+def _clean_env(monkeypatch, tmp_path, request):
     for k in ("HF_ENDPOINT", "LLMZH_OFFLINE", "LLMZH_MIRROR"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LLMZH_CACHE", str(tmp_path / "default-cache"))
+    if "keep_known_hashes" not in request.keywords:
+        # 测试用的小检查点当然不是真正的 GPT-2 权重：除专门的测试外，不比对已知的哈希
+        monkeypatch.setattr(gpt2_download, "KNOWN_HASHES", {})
+
+
+@pytest.mark.keep_known_hashes
+def test_known_hash_rejects_a_wrong_file(monkeypatch, tmp_path):
+    """gpt2 的 model.safetensors 有已核实的 sha256 与大小：内容不对的文件被拒绝并删除。"""
+    make_hub(tmp_path / "hub", "gpt2")
+    monkeypatch.setenv("HF_ENDPOINT", (tmp_path / "hub").as_uri())
+    with pytest.raises(DownloadError, match="548105171"):
+        download_gpt2("124M", cache_dir=tmp_path / "cache", quiet=True)
+    assert not (tmp_path / "cache" / "gpt2" / "model.safetensors").exists()
+    assert not list((tmp_path / "cache" / "gpt2").glob(".*part"))
 
 
 def make_hub(root: Path, name: str = "gpt2") -> Path:
