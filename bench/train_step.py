@@ -81,15 +81,13 @@ def worker(track: str, name: str, steps: int, dropout: float) -> dict:
     if track == "numpy":
         import tinytensor as tt
         from gpt_numpy.model import GPTModel
-        from tinytensor.nn import functional as F
 
         tt.manual_seed(0)
         model = GPTModel(cfg)
         opt = tt.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
 
         def step() -> float:
-            logits = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), y.reshape(-1))
+            loss = model.loss(x, y)  # 训练时实际走的路径：输出层与交叉熵融合
             loss.backward()
             opt.step()
             opt.zero_grad()

@@ -88,7 +88,16 @@ class GPTModel(nn.Module):
             self.out_head.weight = self.tok_emb.weight  # 权重共享：同一个 Parameter
 
     def forward(self, idx: Any, cache: KVCache | None = None) -> tt.Tensor:
-        """idx：(B, T) 的整数 id。cache 不为 None 时只计算新词元，并把它们的键值写入缓存。"""
+        """idx：(B, T) 的整数 id，返回 logits (B, T, V)。cache 不为 None 时只计算新词元，并把键值写入缓存。"""
+        return self.out_head(self.features(idx, cache))  # (B, T, V)
+
+    def loss(self, idx: Any, targets: Any) -> tt.Tensor:
+        """训练用：平均交叉熵损失。输出层与交叉熵融合计算（F.linear_cross_entropy），不保存 (B, T, V) 的 logits；
+        结果与 F.cross_entropy(model(idx) 展平, targets 展平) 相同。"""
+        return F.linear_cross_entropy(self.features(idx), self.out_head.weight, targets)
+
+    def features(self, idx: Any, cache: KVCache | None = None) -> tt.Tensor:
+        """输出层之前的表示（经过最终 LayerNorm），形状 (B, T, C)。"""
         ids = np.asarray(idx.data if isinstance(idx, tt.Tensor) else idx)
         if ids.ndim != 2:
             raise ValueError(f"输入 idx 必须是 (B, T) 的二维整数数组，收到形状 {ids.shape}")
@@ -108,8 +117,7 @@ class GPTModel(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.advance(t)
-        x = self.final_norm(x)
-        return self.out_head(x)  # (B, T, V)
+        return self.final_norm(x)  # (B, T, C)
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """为生成分配一个空的 KV 缓存（长度上限为 context_length）。"""

@@ -50,8 +50,7 @@ class NumpyBackend:
 
     # -------------------------------------------------------- 训练
     def forward_backward(self, x: np.ndarray, y: np.ndarray, scale: float, sync: bool = True) -> float:
-        logits = self.model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss = self.model.loss(x, y)  # 输出层与交叉熵融合，不保存 (B, T, V) 的 logits
         value = float(loss.item())
         # 梯度累积：每个小批次的梯度按 1/累积步数 缩放后相加
         (loss * scale if scale != 1.0 else loss).backward()
@@ -73,8 +72,8 @@ class NumpyBackend:
         total, n = 0.0, 0
         with tt.no_grad():
             for x, y in batches:
-                logits = self.model(x)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
+                h = self.model.features(x)
+                loss = F.linear_cross_entropy(h, self.model.out_head.weight, y, reduction="sum")
                 total += float(loss.item())
                 n += y.size
         self.model.train()

@@ -86,6 +86,16 @@ class GPTModel(nn.Module):
             self.out_head.weight = self.tok_emb.weight  # 权重共享
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """idx：(B, T) 的整数 id，返回 logits (B, T, V)。"""
+        return self.out_head(self.features(idx, cache))  # (B, T, V)
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """训练用：平均交叉熵损失（与 gpt_numpy 的同名方法结果相同）。"""
+        logits = self(idx)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    def features(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """输出层之前的表示（经过最终 LayerNorm），形状 (B, T, C)。"""
         if idx.ndim != 2:
             raise ValueError(f"输入 idx 必须是 (B, T) 的二维整数张量，收到形状 {tuple(idx.shape)}")
         t = idx.shape[1]
@@ -109,8 +119,7 @@ class GPTModel(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.advance(t)
-        x = self.final_norm(x)
-        return self.out_head(x)  # (B, T, V)
+        return self.final_norm(x)  # (B, T, C)
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         c = self.cfg

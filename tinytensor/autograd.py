@@ -165,12 +165,13 @@ class Function:
         from .tensor import Tensor
 
         ctx = cls()
-        out_data = cls.forward(ctx, *[t.data for t in tensors], **config)
         requires_grad = _grad_enabled and any(t.requires_grad for t in tensors)
+        if requires_grad:  # 前向里就可以据此跳过反向用不到的计算（不需要梯度时为空元组）
+            ctx.needs_input_grad = tuple(t.requires_grad for t in tensors)
+        out_data = cls.forward(ctx, *[t.data for t in tensors], **config)
         out = Tensor._wrap(out_data, requires_grad)
         if requires_grad:
             ctx.parents = tensors
-            ctx.needs_input_grad = tuple(t.requires_grad for t in tensors)
             out._ctx = ctx
         return out
 

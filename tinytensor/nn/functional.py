@@ -238,3 +238,39 @@ def causal_self_attention(
     if dropout_p > 0.0:
         dmask = _dropout_mask((b, n_heads, t, t), dropout_p, x.dtype)
     return FU.CausalSelfAttention.apply(x, w_query, w_key, w_value, *biases, n_heads=n_heads, dropout_mask=dmask)
+
+
+def linear_cross_entropy(
+    input: Tensor,  # noqa: A002
+    weight: Tensor,
+    target: Any,
+    bias: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    chunk_size: int = 256,
+) -> Tensor:
+    """cross_entropy(linear(input, weight, bias), target)，融合计算、不保存 (N, V) 的 logits。
+
+    input 形状 (N, C) 或 (B, T, C)，weight (V, C)，target 与 input 去掉最后一维后同形。
+    需要梯度时 reduction 只能是 "mean" 或 "sum"。tinytensor 独有（torch 没有同名函数）。
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction 只能是 'mean'、'sum' 或 'none'，收到 {reduction!r}")
+    if input.shape[-1] != weight.shape[1]:
+        raise RuntimeError(
+            f"linear_cross_entropy：输入最后一维 {input.shape[-1]} 与权重形状 {tuple(weight.shape)}（V, C）不一致"
+        )
+    t = _arr(target)
+    if t.shape != input.shape[:-1]:
+        raise RuntimeError(f"linear_cross_entropy：target 形状 {t.shape} 应为 {tuple(input.shape[:-1])}")
+    v = weight.shape[0]
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"linear_cross_entropy 的 target 必须是整数类别，收到 dtype {t.dtype}")
+    _check_targets("linear_cross_entropy", t.reshape(-1), v, ignore_index)
+    x2 = input.reshape(-1, input.shape[-1])
+    args = (x2, weight) if bias is None else (x2, weight, bias)
+    loss = FU.LinearCrossEntropy.apply(
+        *args, targets=t.reshape(-1).astype(np.int64, copy=False), ignore_index=ignore_index,
+        reduction=reduction, chunk=chunk_size,
+    )
+    return loss.reshape(t.shape) if reduction == "none" else loss

@@ -216,3 +216,65 @@ class CausalSelfAttention(Function):
             db = dqkv.sum(axis=0)
             grads += [db[i * c : (i + 1) * c] for i in range(3)]
         return tuple(grads)
+
+
+class LinearCrossEntropy(Function):
+    """输出层 + 交叉熵融合：L = CE(x Wᵀ + b, t)，不保存 (N, V) 的 logits。
+
+    按行分块（每块 chunk 行）：算出这一块的 logits → 交叉熵前向 → 立刻算出 dL/dlogits
+    （= (softmax − onehot)·行权重，前向时就已知）→ dL/dx 的这一块 = dlogits · W，dL/dW += dlogitsᵀ · x。
+    块小到能留在缓存里，logits 不必整块写回内存再读回来；反向时只需把预先算好的梯度乘上上游梯度。
+    不需要梯度时（如评估）只算损失。孪生实现：F.linear 之后接 F.cross_entropy。
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b=None, *, targets, ignore_index=-100, reduction="mean", chunk=256):
+        n = x.shape[0]
+        valid = targets != ignore_index
+        n_valid = int(valid.sum())
+        if reduction == "mean":
+            scale = 1.0 / max(n_valid, 1)
+        else:
+            scale = 1.0
+        need = ctx.needs_input_grad or (False, False, False)  # 不需要梯度时为空元组
+        need_grad = any(need)
+        if need_grad and reduction == "none":
+            raise RuntimeError("linear_cross_entropy 需要梯度时只支持 reduction='mean' 或 'sum'")
+        loss_rows = np.empty(n, dtype=x.dtype)
+        dx = np.empty_like(x) if need[0] else None
+        dw = np.zeros_like(w) if need_grad and need[1] else None
+        db = np.zeros_like(b) if (need_grad and b is not None and need[2]) else None
+        safe = np.where(valid, targets, 0) if not valid.all() else targets
+        row_scale = np.where(valid, np.asarray(scale, dtype=x.dtype), np.zeros((), dtype=x.dtype))
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            xc = x[lo:hi]
+            logits = xc @ w.T  # (chunk, V)
+            if b is not None:
+                logits += b
+            rows, lse = kernels.cross_entropy_fwd(logits, targets[lo:hi], ignore_index)
+            loss_rows[lo:hi] = rows
+            if need_grad:
+                g = kernels.cross_entropy_bwd(logits, safe[lo:hi], lse, row_scale[lo:hi])  # (chunk, V)
+                if dx is not None:
+                    dx[lo:hi] = g @ w
+                if dw is not None:
+                    dw += g.T @ xc
+                if db is not None:
+                    db += g.sum(axis=0)
+        ctx.save_for_backward(dx, dw, db, row_scale)
+        ctx.dtype = x.dtype
+        if reduction == "none":
+            return loss_rows
+        total = loss_rows.sum(dtype=x.dtype)
+        if reduction == "sum":
+            return np.asarray(total)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(total / np.asarray(n_valid, dtype=x.dtype))
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, dw, db, _ = ctx.saved_tensors
+        gs = np.asarray(g, dtype=ctx.dtype)
+        grads = tuple(None if a is None else a * gs for a in (dx, dw, db))
+        return grads[: len(ctx.needs_input_grad)]
