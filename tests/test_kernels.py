@@ -395,6 +395,28 @@ def test_cross_entropy_kernel_matches_reference(dtype, shape, layout) -> None:
     assert np.all(loss[ignored] == 0) and np.all(d[ignored] == 0)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("shape", [(3, 5), (300, 400)])  # 小输入走串行内核，大输入走并行内核
+def test_cross_entropy_bwd_in_place_equals_out_of_place(backend, shape) -> None:
+    """out=logits 原地写梯度（融合输出层用它省一块 (N, V) 内存）与另开数组逐位相同。"""
+    if backend == "numba" and not NUMBA_AVAILABLE:
+        pytest.skip("numba 不可用")
+    rng = rng_for("ce-inplace", backend, shape)
+    N, V = shape
+    logits, targets = ce_case(rng, N, V, np.float32)
+    logits = np.ascontiguousarray(logits)
+    row_scale = rng.random(N).astype(np.float32)
+    with backend_scope(backend):
+        _, lse = K.cross_entropy_fwd(logits, targets, -100)
+        want = K.cross_entropy_bwd(logits, targets, lse, row_scale, -100)
+        buf = logits.copy()
+        got = K.cross_entropy_bwd(buf, targets, lse, row_scale, -100, out=buf)
+        assert got is buf
+        np.testing.assert_array_equal(got, want)
+        with pytest.raises(ValueError, match="out"):
+            K.cross_entropy_bwd(logits, targets, lse, row_scale, -100, out=np.empty((N, V + 1), np.float32))
+
+
 @needs_numba
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (5, 1), (1, 9), (2, 3, 17), (40, 257)])

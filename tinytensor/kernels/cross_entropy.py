@@ -224,9 +224,10 @@ def _ce_bwd_rows(dlogits, logits, targets, lse, row_scale, ignore_index, lo, hi)
         l = lse[i]
         if l == -np.inf:  # 整行 −inf：softmax 视为全 0
             l = lse.dtype.type(0.0)
+        xt = xi[t]  # 先读出目标 logit：dlogits 可以就是 logits 本身（原地写）
         for j in range(V):
             di[j] = vexp(xi[j] - l) * s
-        di[t] = (vexp(xi[t] - l) - logits.dtype.type(1.0)) * s  # 字面量 1 会把 float32 提升成 float64
+        di[t] = (vexp(xt - l) - logits.dtype.type(1.0)) * s  # 字面量 1 会把 float32 提升成 float64
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -371,8 +372,12 @@ def cross_entropy_bwd(
     lse: np.ndarray,
     row_scale: float | np.ndarray,
     ignore_index: int = -100,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """交叉熵反向：(softmax − onehot)·row_scale[:, None]，被忽略的行全 0。契约见模块说明。"""
+    """交叉熵反向：(softmax − onehot)·row_scale[:, None]，被忽略的行全 0。契约见模块说明。
+
+    ``out`` 给定时把结果写进它并返回它；``out`` 可以就是 logits 本身（原地覆盖，省一块 (N, V) 内存）。
+    """
     x = _check_logits(logits)
     N, V = x.shape
     t = _check_targets(targets, N, V, int(ignore_index), _OP_CE)
@@ -384,10 +389,21 @@ def cross_entropy_bwd(
     else:
         check_shape(rs, "row_scale", (N,), _OP_CE)
         rs = np.ascontiguousarray(rs, dtype=x.dtype)
+    if out is not None:
+        if type(out) is not np.ndarray or out.dtype != x.dtype or out.shape != x.shape or not out.flags.c_contiguous:
+            raise ValueError(
+                f"{_OP_CE}：out 必须是与 logits 同形状 {x.shape}、同 dtype {x.dtype} 的 C 连续数组，"
+                f"收到 {getattr(out, 'shape', None)} / {getattr(out, 'dtype', None)}"
+            )
     if not use_numba():
-        return cross_entropy_bwd_numpy(x, t, lse, rs, int(ignore_index))
+        ref = cross_entropy_bwd_numpy(x, t, lse, rs, int(ignore_index))
+        if out is None:
+            return ref
+        out[...] = ref
+        return out
     x = np.ascontiguousarray(x)
-    out = np.empty_like(x)
+    if out is None:
+        out = np.empty_like(x)
     lse = np.ascontiguousarray(lse)
     if N * V < _PAR_MIN_CE_BWD:
         _ce_bwd_rows(out, x, t, lse, rs, int(ignore_index), 0, N)

@@ -254,8 +254,8 @@ class LinearCrossEntropy(Function):
                 logits += b
             rows, lse = kernels.cross_entropy_fwd(logits, targets[lo:hi], ignore_index)
             loss_rows[lo:hi] = rows
-            if need_grad:
-                g = kernels.cross_entropy_bwd(logits, safe[lo:hi], lse, row_scale[lo:hi])  # (chunk, V)
+            if need_grad:  # 梯度原地写进 logits 的缓冲区（logits 此后不再需要）
+                g = kernels.cross_entropy_bwd(logits, safe[lo:hi], lse, row_scale[lo:hi], out=logits)  # (chunk, V)
                 if dx is not None:
                     dx[lo:hi] = g @ w
                 if dw is not None:
