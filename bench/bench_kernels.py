@@ -5,6 +5,8 @@
     python bench/bench_kernels.py            # 默认：GPT 常见形状，float32
     python bench/bench_kernels.py --quick    # 少量重复，几秒钟跑完
     python bench/bench_kernels.py --dtype float64 --repeat 30
+    python bench/bench_kernels.py --launch       # 生成时的小输入：公开函数每次调用的微秒数
+    python bench/bench_kernels.py --crossover    # 串行内核 vs 并行内核随工作量的耗时（用来定各内核的阈值）
 
 形状（可用参数改）：N = 2048 行（B·T），C = 384 / 768，V = 6000，GELU 作用在 (N, 4C) 上，
 softmax 作用在 (B·nh·T, T) = (8·6·256, 256) 上，因果注意力为 B 8、nh 6、T 256、hs 64（small 配置），
@@ -18,6 +20,7 @@ torch 一列：layer_norm/gelu/softmax/embedding 的反向直接调用 aten 的�
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -38,6 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tinytensor.kernels as K  # noqa: E402
 from tinytensor.kernels import backend_scope  # noqa: E402
 from tinytensor.kernels.backend import NUMBA_AVAILABLE, njit, prange  # noqa: E402
+
+if NUMBA_AVAILABLE:
+    import numba
 
 try:
     import torch
@@ -278,6 +284,169 @@ def cases(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Callable[[
 
 
 # ---------------------------------------------------------------------------
+# 小输入的单次调用耗时（生成时每个词元都要调用几十次）与串行/并行分界
+# ---------------------------------------------------------------------------
+
+
+def per_call_us(fns: dict[str, Callable[[], object]], repeat: int, batch_s: float = 1e-3) -> dict[str, float]:
+    """每个函数每批连续调用多次（一批约 batch_s 秒），各实现交替跑 repeat 批，返回每次调用耗时的中位数（微秒）。"""
+    for f in fns.values():
+        f()
+        f()
+    t0 = time.perf_counter()
+    for f in fns.values():
+        f()
+    n = max(1, int(batch_s * len(fns) / max(time.perf_counter() - t0, 1e-7)))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            times[k].append((time.perf_counter() - t0) / n)
+    return {k: statistics.median(v) * 1e6 for k, v in times.items()}
+
+
+def launch(args: argparse.Namespace) -> None:
+    """生成路径上的小输入（batch 1、每次一个新词元，small 配置 C 384、nh 6、hs 64、缓存 200 个词元）。"""
+    dt = np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    C = args.channels[0]
+    x = rng.standard_normal((1, C)).astype(dt)
+    w = rng.standard_normal(C).astype(dt)
+    h = rng.standard_normal((1, 4 * C)).astype(dt)
+    q = rng.standard_normal((1, 6, 1, 64)).astype(dt)
+    k = rng.standard_normal((1, 6, 200, 64)).astype(dt)
+    v = rng.standard_normal((1, 6, 200, 64)).astype(dt)
+    fns = {
+        f"layer_norm_fwd (1, {C})": numpy_call(K.layer_norm_fwd, x, w, w),
+        f"gelu_fwd (1, {4 * C})": numpy_call(K.gelu_fwd, h),
+        "attention_fwd q 1×6×1×64, kv 1×6×200×64": numpy_call(K.attention_fwd, k[:, :, :1], k, v, 0.125, False),
+        "  ↳ 其中两次 np.matmul": lambda: np.matmul(np.matmul(q, k.swapaxes(-1, -2)), v),
+        f"adamw_step ({C},)": numpy_call(
+            K.adamw_step, w.copy(), w, np.zeros_like(w), np.zeros_like(w),
+            lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=1,
+        ),
+    }  # fmt: skip
+    with backend_scope("numba"):
+        res = per_call_us(fns, args.repeat * 3)
+    print(f"{'公开函数（numba 后端）':<44} {'µs/次':>8}")
+    for name, us in res.items():
+        print(f"{name:<44} {us:>8.1f}")
+
+
+def crossover_cases(args: argparse.Namespace):  # noqa: ANN201 - 生成器：(内核, 阈值名, 形状, 工作量, 串行, 并行)
+    """每个并行内核在一串尺寸上的 (串行调用, 并行调用)：直接调用私有的串行内核与并行驱动，不含包装层。"""
+    from tinytensor.kernels import adamw, attention, gelu, layer_norm
+    from tinytensor.kernels import cross_entropy as ce
+
+    P = functools.partial  # 立即绑定参数（循环变量不会被后来的迭代改掉）
+    dt = np.dtype(args.dtype)
+    f = dt.type
+    rng = np.random.default_rng(0)
+    nt = numba.get_num_threads()
+    rows = [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096]
+    for C in args.channels:
+        for N in rows:
+            x = rng.standard_normal((N, C)).astype(dt)
+            w = rng.standard_normal(C).astype(dt)
+            y, m, r = np.empty_like(x), np.empty(N, dt), np.empty(N, dt)
+            yield ("layer_norm fwd", "layer_norm._PAR_MIN_FWD", f"({N}, {C})", N * C,
+                   P(layer_norm._ln_fwd_rows, y, m, r, x, w, w, 1e-5, 0, N),
+                   P(layer_norm._ln_fwd_par, y, m, r, x, w, w, 1e-5, nt))  # fmt: skip
+            nb = (N + layer_norm.LN_BWD_ROWS - 1) // layer_norm.LN_BWD_ROWS
+            dx, pw, pb = np.empty_like(x), np.zeros((nb, C), dt), np.zeros((nb, C), dt)
+            yield ("layer_norm bwd", "layer_norm._PAR_MIN_BWD", f"({N}, {C})", N * C,
+                   P(layer_norm._ln_bwd_blocks, dx, pw, pb, x, x, w, m, r, 32, True, 0, nb),
+                   P(layer_norm._ln_bwd_par, dx, pw, pb, x, x, w, m, r, 32, True, nt))  # fmt: skip
+    for e in range(8, 23, 2):
+        n = 1 << e
+        x = rng.standard_normal(n).astype(dt)
+        y, t, d = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+        yield ("gelu fwd", "gelu._PAR_MIN_FWD", f"{n}", n,
+               P(gelu._gelu_fwd_range, y, t, x, 0, n), P(gelu._gelu_fwd_par, y, t, x, nt))  # fmt: skip
+        yield ("gelu bwd", "gelu._PAR_MIN_BWD", f"{n}", n,
+               P(gelu._gelu_bwd_range, d, x, x, t, 0, n), P(gelu._gelu_bwd_par, d, x, x, t, nt))  # fmt: skip
+    V = args.vocab
+    for N in rows[:-1]:
+        x = rng.standard_normal((N, V)).astype(dt)
+        tg = rng.integers(0, V, N)
+        loss, lse, rs, out = np.empty(N, dt), np.empty(N, dt), np.full(N, 1.0 / N, dt), np.empty_like(x)
+        ce._ce_fwd_rows(loss, lse, x, tg, -100, 0, N)
+        yield ("cross_entropy fwd", "cross_entropy._PAR_MIN_CE_FWD", f"({N}, {V})", N * V,
+               P(ce._ce_fwd_rows, loss, lse, x, tg, -100, 0, N),
+               P(ce._ce_fwd_par, loss, lse, x, tg, -100, nt))  # fmt: skip
+        yield ("cross_entropy bwd", "cross_entropy._PAR_MIN_CE_BWD", f"({N}, {V})", N * V,
+               P(ce._ce_bwd_rows, out, x, tg, lse, rs, -100, 0, N),
+               P(ce._ce_bwd_par, out, x, tg, lse, rs, -100, nt))  # fmt: skip
+    for Vs in (args.seq, V):
+        for N in rows[:-1]:
+            x = rng.standard_normal((N, Vs)).astype(dt)
+            y, d = np.empty_like(x), np.empty_like(x)
+            ce._softmax_fwd_rows(y, x, 0, N)
+            shape = f"({N}, {Vs})"
+            yield ("softmax fwd", "cross_entropy._PAR_MIN_SM_FWD", shape, N * Vs,
+                   P(ce._softmax_fwd_rows, y, x, 0, N), P(ce._softmax_fwd_par, y, x, nt))  # fmt: skip
+            yield ("log_softmax fwd", "cross_entropy._PAR_MIN_SM_FWD", shape, N * Vs,
+                   P(ce._log_softmax_fwd_rows, d, x, 0, N), P(ce._log_softmax_fwd_par, d, x, nt))  # fmt: skip
+            yield ("softmax bwd", "cross_entropy._PAR_MIN_SM_BWD", shape, N * Vs,
+                   P(ce._softmax_bwd_rows, d, x, y, 0, N), P(ce._softmax_bwd_par, d, x, y, nt))  # fmt: skip
+            yield ("log_softmax bwd", "cross_entropy._PAR_MIN_SM_BWD", shape, N * Vs,
+                   P(ce._log_softmax_bwd_rows, d, x, y, 0, N),
+                   P(ce._log_softmax_bwd_par, d, x, y, nt))  # fmt: skip
+    att = [(6, 1, 200, False), (48, 1, 256, False), (6, 16, 16, True), (6, 32, 32, True), (6, 64, 64, True),
+           (12, 64, 64, True), (24, 64, 64, True), (6, 128, 128, True), (48, 64, 64, True), (12, 128, 128, True),
+           (6, 256, 256, True), (48, 128, 128, True), (24, 256, 256, True), (48, 256, 256, True)]  # fmt: skip
+    for BH, T, Tk, causal in att:
+        R = BH * T
+        s = rng.standard_normal((R, Tk)).astype(dt)
+        p = s.copy()
+        attention._smax_fwd_rows(p, f(0.125), T, causal, 0, R)
+        shape = f"BH{BH} T{T} Tk{Tk}{' 因果' if causal else ''}"
+        yield ("attention fwd (softmax)", "attention._PAR_MIN_FWD", shape, R * Tk,
+               P(attention._smax_fwd_rows, s, f(0.125), T, causal, 0, R),
+               P(attention._smax_fwd_par, s, f(0.125), T, causal, nt))  # fmt: skip
+        yield ("attention bwd (softmax)", "attention._PAR_MIN_BWD", shape, R * Tk,
+               P(attention._smax_bwd_rows, s, p, f(0.125), T, causal, 0, R),
+               P(attention._smax_bwd_par, s, p, f(0.125), T, causal, nt))  # fmt: skip
+    sc = (f(0.99996), f(0), f(0.1), f(0.9), True, f(0.95), f(0.05), f(-4e-4), f(0.3), f(1e-8))
+    for n in (128, 1024, 8192, 32768, 65536, 131072, 262144, 1 << 20, 4 << 20, args.params):
+        p = rng.standard_normal(n).astype(dt)
+        g = p * f(1e-3)
+        m, v = np.zeros_like(p), np.zeros_like(p)
+        yield ("adamw step", "adamw._PAR_MIN", f"{n:,}", n,
+               P(adamw._adam_range, p, m, v, g, *sc, 0, n),
+               P(adamw._adam_par, p, m, v, g, *sc, nt))  # fmt: skip
+
+
+def crossover(args: argparse.Namespace) -> None:
+    """打印每个并行内核的串行/并行耗时随工作量的变化，以及并行开始更快的最小工作量（与当前阈值对照）。"""
+    import importlib
+
+    print(f"{'内核':<24} {'形状':<24} {'工作量':>10} {'串行 µs':>10} {'并行 µs':>10} {'并行/串行':>9}")
+    by_kernel: dict[str, list[tuple[int, float]]] = {}
+    thresholds: dict[str, str] = {}
+    for name, thr, shape, work, ser, par in crossover_cases(args):
+        if args.only not in name:
+            continue
+        res = per_call_us({"s": ser, "p": par}, args.repeat)
+        ratio = res["p"] / res["s"]
+        print(f"{name:<24} {shape:<24} {work:>10,} {res['s']:>10.1f} {res['p']:>10.1f} {ratio:>9.2f}", flush=True)
+        by_kernel.setdefault(name, []).append((work, ratio))
+        thresholds[name] = thr
+    print()
+    print(f"{'内核':<24} {'并行开始更快的工作量':>22} {'当前阈值':>12}")
+    for name, pts in by_kernel.items():
+        pts.sort()
+        # 分界：此后所有尺寸上并行都不慢于串行的最小工作量
+        cross = next((w for i, (w, _) in enumerate(pts) if all(r < 1.0 for _, r in pts[i:])), None)
+        mod, attr = thresholds[name].split(".")
+        current = getattr(importlib.import_module(f"tinytensor.kernels.{mod}"), attr)
+        print(f"{name:<24} {('> ' + format(pts[-1][0], ',')) if cross is None else format(cross, ','):>22} "
+              f"{current:>12,}")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
 # 主程序
 # ---------------------------------------------------------------------------
 
@@ -296,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="只跑名字里含这个子串的内核，如 attention")
     ap.add_argument("--threads", type=int, default=None, help="numba、BLAS 与 torch 的线程数（默认不改）")
     ap.add_argument("--attn", type=int, nargs=4, default=[8, 6, 256, 64], metavar=("B", "nh", "T", "hs"))
+    ap.add_argument("--launch", action="store_true", help="只测生成时小输入的单次调用耗时（微秒）")
+    ap.add_argument("--crossover", action="store_true", help="只测串行内核与并行内核随工作量的耗时")
     args = ap.parse_args(argv)
     if args.threads and torch is not None:
         torch.set_num_threads(args.threads)
@@ -307,13 +478,20 @@ def main(argv: list[str] | None = None) -> None:
 
     threads = "无 numba"
     if NUMBA_AVAILABLE:
-        import numba
-
         threads = f"numba {numba.get_num_threads()} 线程"
     if torch is not None:
         threads += f"，torch {torch.get_num_threads()} 线程（{torch.__version__}）"
     print(f"# tinytensor.kernels 微基准：{args.dtype}，每项 {args.repeat} 次取中位数，{threads}，"
           f"CPU 核数 {os.cpu_count()}")  # fmt: skip
+    if args.launch:
+        launch(args)
+        return
+    if args.crossover:
+        if not NUMBA_AVAILABLE:
+            print("numba 不可用，无从比较")
+            return
+        crossover(args)
+        return
     t0 = time.perf_counter()
     all_cases = cases(args)
     header = (f"{'内核':<18} {'形状':<22} {'numba ms':>9} {'numpy ms':>9} {'torch ms':>9} "

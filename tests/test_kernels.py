@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -156,8 +157,8 @@ def test_env_var_selects_backend() -> None:
 def test_threading_layer_default_is_workqueue_but_overridable() -> None:
     if not NUMBA_AVAILABLE:
         pytest.skip("需要 numba")
-    code = (
-        "import numpy as np, numba, tinytensor.kernels as K; "
+    code = (  # 阈值设为 0：强制走并行内核，线程层才会初始化
+        "import numpy as np, numba, tinytensor.kernels as K; K.layer_norm._PAR_MIN_FWD = 0; "
         "K.layer_norm_fwd(np.ones((4, 8), np.float32), None, None, 1e-5); print(numba.threading_layer())"
     )
     r = run_py(code, unset=("NUMBA_THREADING_LAYER",))
@@ -210,21 +211,37 @@ def test_falls_back_to_numpy_when_numba_missing() -> None:
 
 @needs_numba
 def test_dispatch_happens_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    orig = layer_norm._layer_norm_fwd_numba
-
-    def spy(*args):
-        calls.append(1)
-        return orig(*args)
-
-    monkeypatch.setattr(layer_norm, "_layer_norm_fwd_numba", spy)
+    """调用时按后端分派；numba 后端再按工作量在串行内核与并行内核之间选。"""
     x = np.ones((2, 3))
+    with backend_scope("numba"):  # 先把两条路径都编译好：之后替换模块属性不会影响已编译的并行驱动
+        K.layer_norm_fwd(x, None, None)
+        monkeypatch.setattr(layer_norm, "_PAR_MIN_FWD", 0)
+        K.layer_norm_fwd(x, None, None)
+        monkeypatch.undo()
+    calls: list[str] = []
+
+    def spy(name: str):
+        orig = getattr(layer_norm, name)
+
+        def f(*args):
+            calls.append(name)
+            return orig(*args)
+
+        monkeypatch.setattr(layer_norm, name, f)
+
+    spy("_ln_fwd_rows")
+    spy("_ln_fwd_par")
     with backend_scope("numpy"):
         K.layer_norm_fwd(x, None, None)
     assert calls == []
     with backend_scope("numba"):
         K.layer_norm_fwd(x, None, None)
-    assert calls == [1]
+        assert calls == ["_ln_fwd_rows"]  # 6 个元素，远低于默认阈值：串行
+        monkeypatch.setattr(layer_norm, "_PAR_MIN_FWD", 6)
+        K.layer_norm_fwd(x, None, None)  # 工作量 N·C = 6 ≥ 阈值：并行
+        monkeypatch.setattr(layer_norm, "_PAR_MIN_FWD", 7)
+        K.layer_norm_fwd(x, None, None)
+    assert calls == ["_ln_fwd_rows", "_ln_fwd_par", "_ln_fwd_rows"]
 
 
 # ---------------------------------------------------------------------------
@@ -808,53 +825,119 @@ def test_fuzz_kernels_match_reference(N, C, dtype, layout, seed) -> None:
 
 
 # ---------------------------------------------------------------------------
-# 线程数无关：NUMBA_NUM_THREADS=1 与默认线程数逐位相同
+# 串行路径与并行路径逐位相同；NUMBA_NUM_THREADS=1 与默认线程数逐位相同
 # ---------------------------------------------------------------------------
 
-DETERMINISM_SCRIPT = """
-import sys
-import numpy as np
+
+def all_kernel_outputs() -> dict[str, np.ndarray]:
+    """把每个公开内核在两种 dtype 下各跑一遍，返回全部输出。
+
+    行数、列数取奇数，使并行路径的分段（按线程数）与 layer_norm 反向的 32 行块都不整齐。
+    本函数的源码也被下面的子进程脚本原样使用，所以只用函数内导入的名字。
+    """
+    import numpy as np
+
+    import tinytensor.kernels as K
+
+    out = {}
+    for dt in (np.float32, np.float64):
+        rng = np.random.default_rng(0)
+        N, C, V = 301, 199, 701
+        x = rng.standard_normal((N, C)).astype(dt)
+        g = rng.standard_normal((N, C)).astype(dt)
+        w = rng.standard_normal(C).astype(dt)
+        y, m, r = K.layer_norm_fwd(x, w, w, 1e-5)
+        dx, dw, db = K.layer_norm_bwd(g, x, w, m, r)
+        y0, m0, r0 = K.layer_norm_fwd(x[:, ::2], None, None, 1e-5)
+        dx0 = K.layer_norm_bwd(g[:, ::2], x[:, ::2], None, m0, r0)[0]
+        logits = (rng.standard_normal((N, V)) * 3).astype(dt)
+        t = rng.integers(0, V, N)
+        t[::7] = -100
+        loss, lse = K.cross_entropy_fwd(logits, t)
+        dl = K.cross_entropy_bwd(logits, t, lse, 1.0 / N)
+        sm = K.softmax_fwd(logits)
+        lsm = K.log_softmax_fwd(logits)
+        dsm = K.softmax_bwd(logits, sm)
+        dlsm = K.log_softmax_bwd(logits, lsm)
+        gy, gt = K.gelu_fwd(x)
+        gdx = K.gelu_bwd(g, x, gt)
+        idx = rng.integers(0, 50, N)
+        dW = K.embedding_bwd(50, idx, g)
+        qa = (rng.standard_normal((2, 67, 3, 16))).astype(dt).transpose(0, 2, 1, 3)
+        ao, ap = K.attention_fwd(qa, qa, qa, 0.25, True)
+        adq, adk, adv = K.attention_bwd(qa, qa, qa, qa, ap, 0.25, True)
+        qn = qa[:, :, :5]  # 非因果、T ≠ Tk
+        no, npr = K.attention_fwd(qn, qa, qa, 0.25, False)
+        ndq, ndk, ndv = K.attention_bwd(qn, qn, qa, qa, npr, 0.25, False)
+        p, mm, vv = x.copy(), np.zeros_like(x), np.zeros_like(x)
+        pa, ma, va = x.copy(), np.zeros_like(x), np.zeros_like(x)
+        for s in range(1, 4):
+            K.adamw_step(p, g, mm, vv, lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=s)
+            K.adam_step(pa, g, ma, va, lr=1e-3, beta1=0.3, beta2=0.8, eps=1e-8, weight_decay=0.5, step=s)
+        # 同一进程内重复调用也必须逐位相同
+        assert np.array_equal(K.layer_norm_bwd(g, x, w, m, r)[1], dw)
+        assert np.array_equal(K.cross_entropy_fwd(logits, t)[0], loss)
+        for k, v in dict(y=y, m=m, r=r, dx=dx, dw=dw, db=db, y0=y0, m0=m0, r0=r0, dx0=dx0, loss=loss, lse=lse,
+                         dl=dl, sm=sm, lsm=lsm, dsm=dsm, dlsm=dlsm, gy=gy, gt=gt, gdx=gdx, dW=dW, p=p, mm=mm,
+                         vv=vv, pa=pa, ma=ma, va=va, ao=ao, ap=ap, adq=adq, adk=adk, adv=adv, no=no, npr=npr,
+                         ndq=ndq, ndk=ndk, ndv=ndv).items():  # fmt: skip
+            out[f"{k}_{np.dtype(dt).name}"] = v
+    return out
+
+
+def force_path(path: str, setattr_=setattr) -> list[str]:
+    """把各内核模块的并行阈值（``_PAR_MIN*``）设成 0（总走并行）或极大（总走串行），返回改过的名字。"""
+    from tinytensor.kernels import adamw, attention, cross_entropy, gelu
+    from tinytensor.kernels import layer_norm as ln
+
+    value = {"serial": sys.maxsize, "parallel": 0}[path]
+    names = []
+    for mod in (adamw, attention, cross_entropy, gelu, ln):
+        for name in dir(mod):
+            if name.startswith("_PAR_MIN"):
+                setattr_(mod, name, value)
+                names.append(f"{mod.__name__}.{name}")
+    return names
+
+
+def assert_same_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray], what: str) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k], equal_nan=True), f"{k}：{what}"
+
+
+@needs_numba
+@pytest.mark.parametrize("nt", [None, 1, 3, 7])
+def test_serial_and_parallel_paths_bitwise_identical(monkeypatch: pytest.MonkeyPatch, nt: int | None) -> None:
+    """强制走串行内核与强制走并行内核（并行时分成 nt 段；None 为 numba 的线程数）结果逐位相同。"""
+    import tinytensor.kernels as kpkg
+
+    with backend_scope("numba"):
+        names = force_path("serial", monkeypatch.setattr)
+        assert len(names) == 11, names  # softmax 与 log_softmax 共用阈值，其余每个并行内核一个
+        serial = all_kernel_outputs()
+        force_path("parallel", monkeypatch.setattr)
+        if nt is not None:  # 包装层把 get_num_threads() 作为分段数传给并行驱动；段数多于线程数也可以
+            for mod in (kpkg.adamw, kpkg.attention, kpkg.cross_entropy, kpkg.gelu, kpkg.layer_norm):
+                monkeypatch.setattr(mod, "get_num_threads", lambda: nt)
+        parallel = all_kernel_outputs()
+    assert_same_outputs(serial, parallel, f"串行与并行（{nt} 段）不同")
+
+
+DETERMINISM_SCRIPT = (
+    "import sys\nimport numpy as np\n"
+    + textwrap.dedent(inspect.getsource(all_kernel_outputs))
+    + textwrap.dedent(inspect.getsource(force_path))
+    + """
 import tinytensor.kernels as K
 K.set_backend("numba")
-out = {}
-for dt in (np.float32, np.float64):
-    rng = np.random.default_rng(0)
-    N, C, V = 300, 200, 700
-    x = rng.standard_normal((N, C)).astype(dt)
-    g = rng.standard_normal((N, C)).astype(dt)
-    w = rng.standard_normal(C).astype(dt)
-    y, m, r = K.layer_norm_fwd(x, w, w, 1e-5)
-    dx, dw, db = K.layer_norm_bwd(g, x, w, m, r)
-    logits = (rng.standard_normal((N, V)) * 3).astype(dt)
-    t = rng.integers(0, V, N)
-    t[::7] = -100
-    loss, lse = K.cross_entropy_fwd(logits, t)
-    dl = K.cross_entropy_bwd(logits, t, lse, 1.0 / N)
-    sm = K.softmax_fwd(logits)
-    lsm = K.log_softmax_fwd(logits)
-    dsm = K.softmax_bwd(logits, sm)
-    dlsm = K.log_softmax_bwd(logits, lsm)
-    gy, gt = K.gelu_fwd(x)
-    gdx = K.gelu_bwd(g, x, gt)
-    idx = rng.integers(0, 50, N)
-    dW = K.embedding_bwd(50, idx, g)
-    qa = (rng.standard_normal((2, 64, 3, 16))).astype(dt).transpose(0, 2, 1, 3)
-    ao, ap = K.attention_fwd(qa, qa, qa, 0.25, True)
-    adq, adk, adv = K.attention_bwd(qa, qa, qa, qa, ap, 0.25, True)
-    p, mm, vv = x.copy(), np.zeros_like(x), np.zeros_like(x)
-    for s in range(1, 4):
-        K.adamw_step(p, g, mm, vv, lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=s)
-    # 同一进程内重复调用也必须逐位相同
-    assert np.array_equal(K.layer_norm_bwd(g, x, w, m, r)[1], dw)
-    assert np.array_equal(K.cross_entropy_fwd(logits, t)[0], loss)
-    for k, v in dict(y=y, m=m, r=r, dx=dx, dw=dw, db=db, loss=loss, lse=lse, dl=dl, sm=sm, lsm=lsm,
-                     dsm=dsm, dlsm=dlsm, gy=gy, gt=gt, gdx=gdx, dW=dW, p=p, mm=mm, vv=vv,
-                     ao=ao, ap=ap, adq=adq, adk=adk, adv=adv).items():
-        out[f"{k}_{np.dtype(dt).name}"] = v
+force_path("parallel")  # 两次运行都走并行内核，比较的才是线程数的影响
+out = all_kernel_outputs()
 import numba
 out["_threads"] = np.array(numba.get_num_threads())
 np.savez(sys.argv[1], **out)
 """
+)
 
 
 @needs_numba

@@ -33,9 +33,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import float_array, same_dtype
+from ._checks import float_array, float_like
 from ._vmath import row_dot, row_max, row_sum, vexp
-from .backend import njit, prange, use_numba
+from .backend import get_num_threads, njit, prange, use_numba
+
+# 分数矩阵的元素个数（R·Tk）低于阈值时走串行内核，否则走并行内核；两条路径逐位相同（见 backend.py）。
+_PAR_MIN_FWD = 1 << 16
+_PAR_MIN_BWD = 1 << 16
 
 _OP_FWD = "attention 前向"
 _OP_BWD = "attention 反向"
@@ -81,15 +85,16 @@ def attention_bwd_numpy(
 
 
 # ---------------------------------------------------------------------------
-# numba 内核：原地处理 (R, Tk) 的分数矩阵，R = 前导维之积 · T；按行 prange，每行只写自己
+# numba 内核：原地处理 (R, Tk) 的分数矩阵，R = 前导维之积 · T。``*_rows`` 串行处理第 [lo, hi) 行、
+# 每行只写自己；``*_par`` 把行分成与线程数相同的连续段并行调用它，两条路径结果逐位相同。
 # ---------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _scale_mask_softmax_inplace(s, scale, T, causal):
-    R, Tk = s.shape
+@njit(cache=True, error_model="numpy")
+def _smax_fwd_rows(s, scale, T, causal, lo, hi):
+    Tk = s.shape[1]
     zero = s.dtype.type(0.0)
-    for r in prange(R):
+    for r in range(lo, hi):
         row = s[r]
         n = min(r % T + 1, Tk) if causal else Tk  # 未被掩码的前缀长度
         head = row[:n]
@@ -106,10 +111,18 @@ def _scale_mask_softmax_inplace(s, scale, T, causal):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _softmax_bwd_scale_inplace(dp, p, scale, T, causal):
-    R, Tk = dp.shape
+def _smax_fwd_par(s, scale, T, causal, nt):
+    R = s.shape[0]
+    k = max(1, min(nt, R))
+    for c in prange(k):
+        _smax_fwd_rows(s, scale, T, causal, c * R // k, (c + 1) * R // k)
+
+
+@njit(cache=True, error_model="numpy")
+def _smax_bwd_rows(dp, p, scale, T, causal, lo, hi):
+    Tk = dp.shape[1]
     zero = dp.dtype.type(0.0)
-    for r in prange(R):
+    for r in range(lo, hi):
         drow = dp[r]
         prow = p[r]
         n = min(r % T + 1, Tk) if causal else Tk
@@ -120,6 +133,14 @@ def _softmax_bwd_scale_inplace(dp, p, scale, T, causal):
             drow[j] = zero
 
 
+@njit(parallel=True, cache=True, error_model="numpy")
+def _smax_bwd_par(dp, p, scale, T, causal, nt):
+    R = dp.shape[0]
+    k = max(1, min(nt, R))
+    for c in prange(k):
+        _smax_bwd_rows(dp, p, scale, T, causal, c * R // k, (c + 1) * R // k)
+
+
 # ---------------------------------------------------------------------------
 # 公开函数
 # ---------------------------------------------------------------------------
@@ -127,20 +148,17 @@ def _softmax_bwd_scale_inplace(dp, p, scale, T, causal):
 
 def _check_qkv(q: object, k: object, v: object, op: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     q = float_array(q, "q", op)
-    k = same_dtype(float_array(k, "k", op), "k", q.dtype, op)
-    v = same_dtype(float_array(v, "v", op), "v", q.dtype, op)
-    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError(
-            f"{op}：q、k、v 应为同维数的 (..., T, hs) 数组，收到 {q.shape}、{k.shape}、{v.shape}"
-        )
-    if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
-        raise ValueError(f"{op}：q、k、v 的前导维不同：{q.shape}、{k.shape}、{v.shape}")
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"{op}：形状不匹配：q {q.shape}、k {k.shape}、v {v.shape}（需 q/k 的 hs 相同、k/v 的 Tk 相同）"
-        )
-    if q.shape[-2] == 0 or k.shape[-2] == 0:
-        raise ValueError(f"{op}：序列长度不能为 0：q {q.shape}、k {k.shape}")
+    k = float_like(k, "k", q.dtype, op)
+    v = float_like(v, "v", q.dtype, op)
+    qs, ks, vs = q.shape, k.shape, v.shape
+    if len(qs) < 2 or len(ks) != len(qs) or len(vs) != len(qs):
+        raise ValueError(f"{op}：q、k、v 应为同维数的 (..., T, hs) 数组，收到 {qs}、{ks}、{vs}")
+    if qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2]:
+        raise ValueError(f"{op}：q、k、v 的前导维不同：{qs}、{ks}、{vs}")
+    if qs[-1] != ks[-1] or ks[-2] != vs[-2]:
+        raise ValueError(f"{op}：形状不匹配：q {qs}、k {ks}、v {vs}（需 q/k 的 hs 相同、k/v 的 Tk 相同）")
+    if qs[-2] == 0 or ks[-2] == 0:
+        raise ValueError(f"{op}：序列长度不能为 0：q {qs}、k {ks}")
     return q, k, v
 
 
@@ -153,7 +171,12 @@ def attention_fwd(
         return attention_fwd_numpy(q, k, v, scale, causal)
     s = np.matmul(q, _t(k))  # 新分配的 C 连续数组，原地变成 P
     T, Tk = s.shape[-2:]
-    _scale_mask_softmax_inplace(s.reshape(-1, Tk), q.dtype.type(scale), T, bool(causal))
+    s2 = s.reshape(-1, Tk)
+    R = s2.shape[0]
+    if R * Tk < _PAR_MIN_FWD:
+        _smax_fwd_rows(s2, q.dtype.type(scale), T, bool(causal), 0, R)
+    else:
+        _smax_fwd_par(s2, q.dtype.type(scale), T, bool(causal), get_num_threads())
     return np.matmul(s, v), s
 
 
@@ -163,17 +186,21 @@ def attention_bwd(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """缩放点积注意力反向，返回 (dq, dk, dv)。causal 只用来跳过被掩码的一半（P 在那里本来就是 0）。"""
     q, k, v = _check_qkv(q, k, v, _OP_BWD)
-    g = same_dtype(float_array(g, "grad", _OP_BWD), "grad", q.dtype, _OP_BWD)
-    probs = same_dtype(float_array(probs, "probs", _OP_BWD), "probs", q.dtype, _OP_BWD)
+    g = float_like(g, "grad", q.dtype, _OP_BWD)
+    probs = float_like(probs, "probs", q.dtype, _OP_BWD)
     T, Tk = q.shape[-2], k.shape[-2]
     if g.shape != (*q.shape[:-1], v.shape[-1]) or probs.shape != (*q.shape[:-1], Tk):
-        raise ValueError(
-            f"{_OP_BWD}：grad {g.shape} 或 probs {probs.shape} 与 q {q.shape}、v {v.shape} 不匹配"
-        )
+        raise ValueError(f"{_OP_BWD}：grad {g.shape} 或 probs {probs.shape} 与 q {q.shape}、v {v.shape} 不匹配")
     if not use_numba():
         return attention_bwd_numpy(g, q, k, v, probs, scale)
     p = np.ascontiguousarray(probs)
     dv = np.matmul(_t(p), g)
     ds = np.matmul(g, _t(v))  # 新分配的 C 连续数组，原地变成 dS·scale
-    _softmax_bwd_scale_inplace(ds.reshape(-1, Tk), p.reshape(-1, Tk), q.dtype.type(scale), T, bool(causal))
+    ds2 = ds.reshape(-1, Tk)
+    p2 = p.reshape(-1, Tk)
+    R = ds2.shape[0]
+    if R * Tk < _PAR_MIN_BWD:
+        _smax_bwd_rows(ds2, p2, q.dtype.type(scale), T, bool(causal), 0, R)
+    else:
+        _smax_bwd_par(ds2, p2, q.dtype.type(scale), T, bool(causal), get_num_threads())
     return np.matmul(ds, k), np.matmul(_t(ds), q), dv

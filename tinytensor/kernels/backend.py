@@ -7,8 +7,8 @@
 - ``set_backend(name)`` 在运行时切换；各公开内核函数在 *调用时* 读取当前后端，
   所以测试可以随时切换。
 - numba 导入失败时回退到 NumPy 并发出 RuntimeWarning；之后再请求 numba 会再次警告并保持 NumPy。
-- 本模块同时导出 ``njit``、``prange``、``overload``：numba 不可用时它们是“什么也不做”的替身，
-  使内核模块仍能被导入（此时内核永远不会被调用）。
+- 本模块同时导出 ``njit``、``prange``、``overload``、``get_num_threads``：numba 不可用时它们是
+  “什么也不做”的替身，使内核模块仍能被导入（此时内核永远不会被调用）。
 - numba 的 ``cache=True`` 只按 *调用者自己* 的源文件判断缓存是否过期：改了 ``_vmath.py``，用到它的
   各内核仍会加载旧的机器码。所以导入时对本包所有 ``*.py`` 求一个哈希，与 ``__pycache__`` 里记下的
   不同就删掉那里的 numba 缓存（``*.nbi``/``*.nbc``），下次调用时重新编译。
@@ -18,6 +18,14 @@
   正好和紧随其后的 OpenBLAS 矩阵乘抢核；torch 也自带 libgomp，两者同处一个进程时互相干扰更明显。
   tiny 配置的完整训练步在 OpenMP 层下约 3,700–3,900 词元/秒，workqueue 层下约 6,200–6,900 词元/秒。
   workqueue 层不支持从多个 Python 线程同时调用并行内核；本项目只在主线程里调用。
+- 串行/并行双路径：workqueue 层每启动一次 ``parallel=True`` 内核要 ~60–110 µs（唤醒线程、分派、等待），
+  与数据量无关；生成时每个新词元要调几十次 1 行的小内核，训练步里也有上百次。所以每个并行内核都拆成
+  一个串行的 ``@njit`` 工作函数（处理第 [lo, hi) 行或元素）和一个 ``parallel=True`` 驱动（把行分成
+  与线程数相同的连续段，``prange`` 逐段调用工作函数，每段只写自己的输出）；包装层按工作量分派：
+  低于该内核的阈值（``_PAR_MIN*``，各模块里注明实测的分界）直接调用串行工作函数。两条路径逐行/逐元素
+  做完全相同的运算，结果逐位相同（tests/test_kernels.py 检查）。两者是不同的 Python 函数：numba 的
+  磁盘缓存按模块、限定名和行号建索引而不看编译选项，同一个函数编译成串行、并行两份会互相覆盖缓存。
+  分段数由包装层传入（``get_num_threads()``）：在 ``@njit`` 里调用它会让函数无法缓存。
 
 本包只依赖 numpy、numba 与标准库，不导入 tinytensor 的其他部分。
 """
@@ -38,7 +46,7 @@ ALLOWED_BACKENDS: tuple[str, ...] = ("numba", "numpy")
 ENV_VAR = "TINYTENSOR_BACKEND"
 
 try:  # numba 是运行时依赖，但缺失或损坏时仍要能用 NumPy 跑通
-    from numba import njit, prange
+    from numba import get_num_threads, njit, prange
     from numba.extending import overload
 
     NUMBA_AVAILABLE = True
@@ -51,6 +59,10 @@ except Exception as exc:  # 任何导入失败都回退
     NUMBA_AVAILABLE = False
     NUMBA_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
     prange = range
+
+    def get_num_threads() -> int:
+        """numba 缺失时的替身：单线程。"""
+        return 1
 
     def njit(*args: Any, **kwargs: Any) -> Any:
         """numba 缺失时的替身：原样返回被装饰的 Python 函数。"""
