@@ -42,13 +42,20 @@ def gpt2_url(name: str, filename: str) -> str:
     return f"{HF_PREFIX}/{OWNER}/{name}/resolve/main/{filename}"
 
 
-def download_gpt2(model_size: str = "124M", cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
-    """下载（或直接取缓存中的）GPT-2 权重，返回含 config.json 与 model.safetensors 的目录。"""
+def download_gpt2(
+    model_size: str = "124M", cache_dir: str | Path | None = None, quiet: bool = False, timeout: float = 60.0
+) -> Path:
+    """下载（或直接取缓存中的）GPT-2 权重，返回含 config.json 与 model.safetensors 的目录。
+
+    timeout 是每次网络操作（连接、每次读取）的超时秒数；离线环境里可设小一些，免得久等。
+    """
     name = gpt2_repo_name(model_size)
     paths = []
     for f in GPT2_FILES:
         sha, size = KNOWN_HASHES.get((name, f), (None, None))
-        paths.append(remote.download(gpt2_url(name, f), f"{name}/{f}", sha, size, quiet=quiet, cache_root=cache_dir))
+        paths.append(remote.download(
+            gpt2_url(name, f), f"{name}/{f}", sha, size, quiet=quiet, cache_root=cache_dir, timeout=timeout
+        ))
     return paths[0].parent
 
 

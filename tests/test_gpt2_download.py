@@ -148,3 +148,22 @@ def test_cache_dir_argument_does_not_leak_into_env(monkeypatch, tmp_path):
     download_gpt2(cache_dir=tmp_path / "elsewhere", quiet=True)
     assert os.environ["LLMZH_CACHE"] == str(tmp_path / "default-cache")
     assert not (tmp_path / "default-cache").exists()
+
+
+def test_timeout_is_passed_through(monkeypatch, tmp_path):
+    """服务器接受连接却从不回应：timeout 很小时很快报 DownloadError，而不是一直等下去。"""
+    import socket
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)  # 不 accept：连接能建立，但永远收不到回应
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{srv.getsockname()[1]}")
+        t0 = time.perf_counter()
+        with pytest.raises(DownloadError):
+            download_gpt2("gpt2", cache_dir=tmp_path / "c", quiet=True, timeout=0.3)
+        assert time.perf_counter() - t0 < 10
+    finally:
+        srv.close()
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]

@@ -1,0 +1,609 @@
+# %% [markdown]
+# # 附录 D 训练循环的小技巧
+#
+# 第 5 章的手写训练循环只有五步：取批次、前向、损失、反向、更新。正式的训练器 (`gpt_numpy/trainer.py`)
+# 在这五步周围加了几样东西，每一样都只有几行代码，却决定了训练能不能稳定、能不能中途停下再接着来：
+#
+# 1. **学习率预热 (warmup) 与余弦退火 (cosine decay)**：学习率不是常数，而是先升后降；
+# 2. **梯度裁剪 (gradient clipping)**：梯度的总范数超过上限时整体按比例缩小；
+# 3. **梯度累积 (gradient accumulation)**：内存放不下大批次时，分几次算梯度再更新一次；
+# 4. **优化器状态与精确续训**：检查点里存什么，才能让“中断—续训”与“一口气训完”逐位相同；
+# 5. **NaN 检测**：损失一旦变成 NaN 就立刻停下，保住上一个正常的检查点；
+# 6. **初始化方案**：GPT-2 的初始化与 PyTorch 默认初始化的差别。
+#
+# 每一节都配一个真实的小实验。实验都在 NumPy 轨道上跑（tinytensor），调用的是与命令行相同的 `train()`；
+# 用到框架的地方（裁剪、累积）也和 PyTorch 逐项对照。设置 `LLMZH_QUICK=1` 时实验会缩小规模。
+
+# %% [markdown]
+# ## D.0 准备
+#
+# 语料、分词与第 5 章相同：《人民日报》加字符级分词器。数据只编码一次（`prepare_data`），
+# 之后的每次训练都把它直接交给 `gpt_numpy.train.train(配置, 模型覆盖, data=...)`——这就是命令行
+# `python -m gpt_numpy train --key=value ...` 背后调用的函数。
+
+# %%
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import tinytensor as tt
+from gpt_numpy import model as NM
+from gpt_numpy.config import GPTConfig, TrainConfig
+from gpt_numpy.init import init_arrays
+from gpt_numpy.prepare import prepare_data
+from gpt_numpy.train import train
+from gpt_numpy.trainer import TrainingDiverged, TrainingInterrupted, lr_at
+from gpt_torch import model as TM
+from tinytensor.nn import functional as F
+from tinytensor.optim.lr_scheduler import warmup_cosine_lr
+
+QUICK = os.environ.get("LLMZH_QUICK") == "1"
+WORK = Path(tempfile.mkdtemp(prefix="llmzh-appd-"))
+np.set_printoptions(precision=4, suppress=True, linewidth=110)
+
+
+def pad(s: object, width: int) -> str:
+    """按显示宽度补空格（一个汉字占两格），用来打印对齐的表格。"""
+    s = str(s)
+    return s + " " * max(0, width - sum(2 if ord(ch) > 0x2E7F else 1 for ch in s))
+
+
+DATA = prepare_data(TrainConfig(out_dir=str(WORK / "data")))
+V = DATA.tokenizer.vocab_size
+print("快速模式" if QUICK else "完整模式", f"| 词表 V = {V:,}，训练集 {len(DATA.train_tokens):,} 个词元")
+
+# %% [markdown]
+# 实验用的模型比默认任务小一些（上下文 64），每次训练几百步。所有实验共用下面这组设置，
+# 每个实验只改其中一两项；`run()` 把训练器打印的信息收起来，返回 `metrics.jsonl` 的记录。
+
+# %%
+if QUICK:
+    MODEL = dict(emb_dim=64, n_layers=2, n_heads=4, context_length=32)
+    BASE = dict(batch_size=8, max_steps=30, warmup_steps=5, eval_interval=10, eval_batches=2)
+else:
+    MODEL = dict(emb_dim=128, n_layers=4, n_heads=4, context_length=64)
+    BASE = dict(batch_size=16, max_steps=300, warmup_steps=30, eval_interval=50, eval_batches=8)
+BASE.update(lr=3e-3, min_lr=3e-4, log_interval=1, progress=False, sample_tokens=10, resume="auto")
+STEPS = BASE["max_steps"]
+print("模型覆盖:", MODEL)
+print("训练设置:", BASE)
+
+
+def read_metrics(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def run(name: str, show: bool = False, **changes) -> list[dict]:
+    """按 BASE + changes 在 NumPy 轨道上训练（输出目录 $WORK/name），返回 metrics 记录。"""
+    tcfg = TrainConfig(out_dir=str(WORK / name), **{**BASE, **changes})
+    log = io.StringIO()
+    t0 = time.time()
+    try:
+        with contextlib.redirect_stderr(log):
+            train(tcfg, MODEL, data=DATA)
+        status = "完成"
+    except TrainingInterrupted as e:
+        status = f"暂停：{e}"
+    except TrainingDiverged as e:
+        status = f"发散：{e}"
+    text = log.getvalue().replace(str(WORK), "$WORK")
+    if show:
+        print(text.strip())
+    print(f"[{name}] {status.replace(str(WORK), '$WORK')}（{time.time() - t0:.0f} 秒）")
+    return read_metrics(WORK / name)
+
+
+def losses(records: list[dict]) -> dict[int, float]:
+    """步数 → 那一步的训练损失。"""
+    return {r["step"]: r["loss"] for r in records if r["type"] == "train"}
+
+
+def smooth(y, k: int = 10):
+    """滑动平均，让带噪声的逐步损失看得清楚些。"""
+    k = max(1, min(k, len(y)))
+    return np.convolve(y, np.ones(k) / k, mode="valid")
+
+# %% [markdown]
+# ## D.1 学习率预热与余弦退火
+#
+# 第 5 章手写的循环用的是常数学习率。训练器默认用的是 `warmup_cosine_lr`：
+#
+# - **线性预热**：前 `warmup_steps` 步，学习率从接近 0 线性升到峰值 `lr`；
+# - **余弦退火**：之后按半个余弦周期从 `lr` 平滑降到 `min_lr`，中点正好是两者的平均。
+#
+# 它是一个与框架无关的纯函数（`tinytensor/optim/lr_scheduler.py`），两条轨道共用。画出默认任务的曲线
+# （3000 步，预热 100 步，从 2e-3 降到 2e-4）：
+
+# %%
+d = TrainConfig()
+xs = np.arange(d.max_steps)
+lrs = [warmup_cosine_lr(s, max_lr=d.lr, warmup_steps=d.warmup_steps, total_steps=d.max_steps, min_lr=d.min_lr) for s in xs]
+for s in (0, 1, d.warmup_steps - 1, d.warmup_steps, (d.warmup_steps + d.max_steps) // 2, d.max_steps - 1):
+    print(f"第 {s:>4} 步（从 0 数）：lr = {lrs[s]:.3e}")
+
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.plot(xs, lrs, label="warmup + cosine (default)")
+const = TrainConfig(schedule="constant")  # 训练器的 constant 调度同样可以带预热
+ax.plot(xs, [lr_at(s, const, d.max_steps) for s in xs], "--", label="constant (with the same warmup)")
+ax.axvline(d.warmup_steps, color="gray", ls=":", lw=1)
+ax.set_xlabel("step")
+ax.set_ylabel("learning rate")
+ax.grid(alpha=0.3)
+ax.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **为什么要预热？** AdamW 每一步把梯度除以它自己估计的梯度尺度 $\sqrt{\hat v}$，所以每个参数每一步大约移动一个
+# “学习率”那么远，与梯度本身大小几乎无关。训练刚开始时，模型是随机的，梯度方向一步一变，$\hat v$ 也只由寥寥几步估计出来；
+# 这时如果每个参数都按峰值学习率迈步，几百万个参数一起朝着噪声方向走一大步，可能把模型推到一个很糟的区域
+# （损失突然跳高，甚至发散）。预热让前几十步小心地走，等梯度的统计稳定下来再加速。
+#
+# **为什么要退火？** 用小批次估计的梯度带着噪声，学习率固定时，参数最终会在一个“谷底”附近来回晃，晃动的幅度与学习率成正比。
+# 训练后期逐渐减小学习率，参数就能落到更低的地方。余弦形状的好处是平滑：前半段降得慢、多用大步探索，后半段降得快、专心收敛。
+#
+# 空口无凭，拿 D.0 的小模型比一比：一次用常数学习率（不预热），一次用预热 + 余弦退火，峰值都是 3e-3，
+# 其余设置完全相同。小批次训练的结果带有随机性（取哪些批次、初始权重），只比一次容易被运气误导，
+# 所以每种调度用两个不同的种子各训一次。
+
+# %%
+SEEDS = (1337, 7)  # 1337 是 TrainConfig 的默认种子
+rec = {}
+for seed in SEEDS:
+    rec["constant", seed] = run(f"const-{seed}", seed=seed, schedule="constant", warmup_steps=0)
+    rec["cosine", seed] = run(f"cosine-{seed}", seed=seed)  # BASE 本身就是预热 + 余弦
+rec_const, rec_cos = rec["constant", 1337], rec["cosine", 1337]
+
+# %% [markdown]
+# 为了读懂曲线，先算一个参照：只按字频猜（一元模型，unigram）的交叉熵。模型的损失降到这条线以下，
+# 才说明它开始利用上下文了。
+
+# %%
+counts = np.bincount(DATA.train_tokens, minlength=V) + 0.5  # 加 0.5 平滑，免得没见过的字概率为 0
+unigram = float(-np.log(counts[DATA.val_tokens] / counts.sum()).mean())
+print(f"一元模型（只看字频）在验证集上的交叉熵：{unigram:.4f}；ln V = {math.log(V):.4f}")
+
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
+style = {"constant": "#e6550d", "cosine": "#3182bd"}
+for (sched, seed), r in rec.items():
+    tr = [x for x in r if x["type"] == "train"]
+    ev = [x for x in r if x["type"] == "eval"]
+    ls = "-" if seed == SEEDS[0] else "--"
+    label = f"{'constant lr' if sched == 'constant' else 'warmup + cosine'}, seed {seed}"
+    if seed == SEEDS[0]:
+        axes[0].plot([x["step"] for x in tr], [x["lr"] for x in tr], color=style[sched], label=label)
+    k = 10 if not QUICK else 3
+    axes[1].plot(np.arange(k, len(tr) + 1), smooth([x["loss"] for x in tr], k), ls, color=style[sched], lw=1, label=label)
+    axes[2].plot([x["step"] for x in ev], [x["val_loss"] for x in ev], "o" + ls, ms=3, color=style[sched], label=label)
+for ax in axes[1:]:
+    ax.axhline(unigram, color="gray", ls=":", label="unigram baseline")
+axes[0].set_ylabel("learning rate")
+axes[1].set_ylabel("training loss (moving avg)")
+axes[2].set_ylabel("validation loss")
+axes[1].set_ylim(top=min(8.6, axes[1].get_ylim()[1]))
+for ax in axes:
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+
+
+
+def max_rebound(r: list[dict], n: int = 30) -> float:
+    """前 n 步里，损失比此前最低点最多回升了多少（0 表示一路下降，没有冲高）。"""
+    ls = [x["loss"] for x in r if x["type"] == "train" and x["step"] <= n]
+    return max([0.0, *(ls[i] - min(ls[:i]) for i in range(1, len(ls)))])
+
+
+n_early = min(30, STEPS)
+print(pad("", 24) + pad(f"前 {n_early} 步损失的最大回升", 24) + pad("最后的验证损失", 16) + pad("最低验证损失", 14) + "学习率之和")
+for (sched, seed), r in rec.items():
+    vals = [x["val_loss"] for x in r if x["type"] == "eval"]
+    lr_sum = sum(x["lr"] for x in r if x["type"] == "train")
+    name = ("常数学习率" if sched == "constant" else "预热 + 余弦") + f"，种子 {seed}"
+    print(pad(name, 24) + pad(f"{max_rebound(r, n_early):.4f}", 24) + pad(f"{vals[-1]:.4f}", 16) + pad(f"{min(vals):.4f}", 14)
+          + f"{lr_sum:.3f}")
+
+# %% [markdown]
+# 这张表怎么读：
+#
+# - **前几十步损失的最大回升**看开头稳不稳：损失比此前的最低点又冲高了多少。逐步的训练损失本来就随批次起伏，
+#   这一列不会是 0；要看的是常数学习率（没有预热，第一步就按峰值迈步）这一组是否明显大于预热的那一组。
+#   如果两组差不多，说明在这个小模型上（又开着梯度裁剪）不预热也没出事。
+# - **最后的验证损失**看结尾。这里有两股方向相反的力量：余弦退火在后期把学习率降到 `min_lr`，让参数落到谷底更低处；
+#   可是预热和退火也让学习率在大部分时间里低于峰值，**学习率之和**（最后一列，粗略地说是参数能走的总路程）
+#   比常数学习率小得多。训练很短、模型离收敛还远时，后一股力量可能占上风。
+# - **同一种调度、不同种子**之间的差别，就是“运气”的大小。两种调度之间的差如果还没有它大，就不能说谁更好。
+#
+# 下面这格把这几项比较算出来，结论以它打印的为准：
+
+# %%
+def final_val(r: list[dict]) -> float:
+    return [x["val_loss"] for x in r if x["type"] == "eval"][-1]
+
+
+diffs = {seed: final_val(rec["cosine", seed]) - final_val(rec["constant", seed]) for seed in SEEDS}
+for seed, d in diffs.items():
+    print(f"种子 {seed}：最后的验证损失 预热+余弦 − 常数 = {d:+.4f}（{'预热 + 余弦更低' if d < 0 else '常数学习率更低'}）；"
+          f"前 {n_early} 步损失的最大回升 常数 {max_rebound(rec['constant', seed], n_early):.4f}，"
+          f"预热+余弦 {max_rebound(rec['cosine', seed], n_early):.4f}")
+luck = max(abs(final_val(rec[sched, SEEDS[0]]) - final_val(rec[sched, SEEDS[1]])) for sched in ("constant", "cosine"))
+print(f"同一种调度换一个种子，最后的验证损失最多相差 {luck:.4f}")
+same_sign = all(d < 0 for d in diffs.values()) or all(d > 0 for d in diffs.values())
+winner = "预热 + 余弦" if all(d < 0 for d in diffs.values()) else "常数学习率"
+if same_sign and min(abs(d) for d in diffs.values()) > luck:
+    print(f"结论：两个种子都是{winner}的最终验证损失更低，而且差别大于换种子带来的波动。")
+elif same_sign:
+    print(f"结论：两个种子都是{winner}更低，但差别不比换种子带来的波动大，证据还不够强。")
+else:
+    print("结论：两个种子给出的方向相反——在这么短的训练里，两种调度分不出高下。")
+
+# %% [markdown]
+# 不管这一次谁赢，都要记住实验的尺度：几百步、一个很小的模型，验证损失还在往下走，远没有收敛。
+# 在这样的训练里，谁的学习率总量大，谁往往就走得远；退火的好处要等到损失接近平台、常数学习率开始在谷底附近来回“晃”时
+# 才显出来，预热的好处则要在更大的模型、更高的学习率下才显出来。调度是为整个训练过程设计的，
+# 练习 1 请你把学习率调高、把步数加长，再比一次。
+
+# %% [markdown]
+# ## D.2 梯度裁剪
+#
+# 偶尔会有一个批次产生特别大的梯度（某个罕见的字、一段异常的文本），按它更新一步可能把模型推得很远。
+# 梯度裁剪给梯度的**总范数**设一个上限。`clip_grad_norm_(parameters, max_norm)` 做三件事：
+#
+# 1. 把所有参数的梯度看成一个长向量，算它的 L2 范数 $\|g\| = \sqrt{\sum_i \|g_i\|^2}$；
+# 2. 系数 $c = \text{max\_norm} / (\|g\| + 10^{-6})$，若 $c < 1$，把**每个**梯度都原地乘以 $c$；
+# 3. 返回裁剪**前**的总范数（训练器把它记进 `metrics.jsonl` 的 `grad_norm`）。
+#
+# 所有梯度乘的是同一个系数，所以更新的**方向**不变，只是步子变短。在一个真实的梯度上，两条轨道各做一遍：
+
+# %%
+cfg = GPTConfig.preset("tiny", vocab_size=V, **MODEL)
+m_np = NM.GPTModel(cfg)
+shapes = {k: v.shape for k, v in m_np.state_dict().items()}
+init = init_arrays(shapes, cfg, seed=0)
+m_np.load_arrays(init)
+m_torch = TM.GPTModel(cfg)
+m_torch.load_arrays(init)
+from gpt_numpy.batches import StepBatches
+
+x, y = StepBatches(DATA.train_tokens, 8, cfg.context_length, seed=0).get(0)  # (B, T)
+F.cross_entropy(m_np(x).reshape(-1, V), y.reshape(-1)).backward()
+torch.nn.functional.cross_entropy(m_torch(torch.from_numpy(x)).flatten(0, 1), torch.from_numpy(y).flatten()).backward()
+
+sq = {n: float((p.grad.data.astype(np.float64) ** 2).sum()) for n, p in m_np.named_parameters()}
+total = math.sqrt(sum(sq.values()))
+print(f"手算的总范数 √Σ‖g_i‖² = {total:.6f}；占平方和最多的几个参数：")
+for n in sorted(sq, key=sq.get, reverse=True)[:4]:
+    print(f"    {pad(n, 34)} ‖g‖ = {math.sqrt(sq[n]):.4f}   占 {sq[n] / total**2:.1%}")
+
+max_norm = 0.25  # 训练器的默认上限是 1.0；这里取小一点，保证会真的裁剪
+n_tt = tt.nn.utils.clip_grad_norm_(m_np.parameters(), max_norm)
+n_torch = torch.nn.utils.clip_grad_norm_(m_torch.parameters(), max_norm)
+print(f"clip_grad_norm_ 返回（裁剪前的范数）：tinytensor {n_tt.item():.6f}，torch {n_torch.item():.6f}")
+after = math.sqrt(sum(float((p.grad.data.astype(np.float64) ** 2).sum()) for p in m_np.parameters()))
+print(f"裁剪后的总范数 {after:.6f}（上限 {max_norm}）；缩放系数 {max_norm / (total + 1e-6):.6f}")
+g_torch = dict(m_torch.named_parameters())
+print("裁剪后两条轨道梯度的最大差:",
+      f"{max(np.abs(p.grad.data - g_torch[n].grad.numpy()).max() for n, p in m_np.named_parameters()):.1e}")
+
+# %% [markdown]
+# 几点观察：
+#
+# - 总范数是所有参数梯度平方和的平方根。梯度并不均匀地分布在各个参数上：排在前面的几个参数就占了平方和相当大的一部分
+#   （上面列出了占比最多的几个）；
+# - 两条轨道的 `clip_grad_norm_` 返回同一个裁剪前的范数，裁剪后的梯度也只差 float32 的舍入；
+# - 裁剪后的总范数等于上限（差一点点来自分母里的 $10^{-6}$）：每个梯度乘的是同一个系数，方向不变，只是步子变短了。
+#
+# 训练中的梯度范数是什么样子？D.1 的两次训练都开着裁剪（上限 1.0），`metrics.jsonl` 里记着每一步裁剪前的范数：
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3))
+for recs, name in ((rec_const, "constant lr"), (rec_cos, "warmup + cosine")):
+    tr = [r for r in recs if r["type"] == "train"]
+    ax.plot([r["step"] for r in tr], [r["grad_norm"] for r in tr], lw=1, label=name)
+ax.axhline(BASE.get("grad_clip", TrainConfig().grad_clip), color="red", ls="--", label="max_norm = 1.0")
+ax.set_yscale("log")
+ax.set_xlabel("step")
+ax.set_ylabel("grad norm before clipping")
+ax.grid(alpha=0.3)
+ax.legend()
+plt.tight_layout()
+plt.show()
+for recs, name in ((rec_const, "常数学习率"), (rec_cos, "预热 + 余弦")):
+    g = np.array([r["grad_norm"] for r in recs if r["type"] == "train"])
+    hit = np.flatnonzero(g > 1.0) + 1  # 被裁剪的步（从 1 数）
+    where = f"，第一个是第 {hit[0]} 步，最后一个是第 {hit[-1]} 步" if len(hit) else ""
+    print(f"{pad(name, 12)} 梯度范数中位数 {np.median(g):.3f}，最大 {g.max():.3f}（第 {int(np.argmax(g)) + 1} 步），"
+          f"{len(hit)} / {len(g)} 步被裁剪{where}")
+
+# %% [markdown]
+# 高出红线的那些步才会被裁剪，上面数出了各有多少步、落在哪一段。理想的上限像一根保险丝：平时不动，只在少数尖峰上起作用。
+# 如果曲线上有远远高出红线的尖峰（上面打印了最大值和它出现在第几步），那一步就是裁剪真正派上用场的地方：
+# 不裁剪的话，这一个批次的梯度会带着全部的大小进入 AdamW 的一阶、二阶动量，在之后很多步里扰乱更新。
+#
+# 上限设得太低、几乎每一步都被裁剪会怎样？对 SGD 来说，这等于偷偷把学习率调小了；AdamW 则不同，它本来就要把梯度除以
+# 自己估计的尺度 $\sqrt{\hat v}$，整体缩小的梯度大体会被抵消。所以在 AdamW 下，裁剪的作用主要是压低尖峰那一步
+# 在动量 m、v 里的分量，不让一个异常的批次左右之后很多步的更新。
+
+# %% [markdown]
+# ## D.3 梯度累积
+#
+# 想用 64 个序列的批次，内存却只够一次算 16 个，怎么办？梯度是对批内样本**求平均**的，而平均可以分几次算：
+# 把 64 个序列分成 4 个小批次，每个小批次的损失乘以 1/4 再反向，梯度就累加在 `.grad` 里（反向传播本来就是“加到”
+# `.grad` 上，不是覆盖），4 次之后再做一次优化器更新。结果与一次算 64 个序列**相同**——前提是每个小批次的词元数一样多，
+# 这样“小批次平均的平均”才等于“整体的平均”。
+#
+# 下面验证这一点：同样的初始权重、同样的数据，一边每步用一个 B·k 的批次，一边每步累积 k 个大小为 B 的小批次，
+# 各做几步 AdamW 更新，比较每一步的损失和最终的权重。先用 float64，舍入误差小到可以忽略，再看 float32：
+
+# %%
+k, B_micro, n_steps = 4, 4, 5
+big = StepBatches(DATA.train_tokens, B_micro * k, cfg.context_length, seed=3)
+
+
+def accumulate(k: int, dtype: str):
+    model = NM.GPTModel(cfg).to(getattr(tt, dtype))
+    model.load_arrays(init_arrays(shapes, cfg, seed=0, dtype=dtype))
+    opt = tt.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    step_losses = []
+    for step in range(n_steps):
+        x, y = big.get(step)  # (B·k, T)：两边用的是同样的 B·k 个序列
+        opt.zero_grad()
+        total = 0.0
+        for xm, ym in zip(np.split(x, k), np.split(y, k)):  # k 个小批次，每个 (B, T)
+            loss = F.cross_entropy(model(xm).reshape(-1, V), ym.reshape(-1))
+            (loss / k).backward()  # 梯度按 1/k 缩放后累加到 .grad
+            total += loss.item() / k
+        opt.step()
+        step_losses.append(total)
+    return np.array(step_losses), model.state_arrays()
+
+
+for dtype in ("float64", "float32"):
+    l1, w1 = accumulate(1, dtype)
+    lk, wk = accumulate(k, dtype)
+    dw = max(np.abs(w1[n].astype(np.float64) - wk[n]).max() for n in w1)
+    print(f"{dtype}：批次 {B_micro * k} 的损失 {np.round(l1, 6)}")
+    print(f"{' ' * len(dtype)}  {k}×{B_micro} 累积的损失 {np.round(lk, 6)}")
+    eps = np.finfo(dtype).eps
+    print(f"{' ' * len(dtype)}  损失最大差 {np.abs(l1 - lk).max():.1e}，{n_steps} 步后权重最大差 {dw:.1e}"
+          f"（{dtype} 的机器精度 eps = {eps:.1e}）")
+
+# %% [markdown]
+# 两种做法算的是同一个数学量，只是加法的顺序不同，所以差别只有舍入那么大：把上面的差和各自的机器精度 eps 比一比，
+# float64 的 eps 比 float32 的小约九个数量级，差别也就相应地小得多。
+#
+# 在训练器里，这就是 `--grad_accum=k`：每次优化器更新看到 `batch_size × grad_accum` 个序列，
+# 第 i 步用的是第 `i·k … i·k+k-1` 个批次（所以续训时数据位置依然只由步数决定）。
+# 多进程 (DDP) 训练时还要注意一点：只在最后一个小批次上同步梯度，前面的放在 `no_sync()` 里，详见附录 A。
+
+# %% [markdown]
+# ## D.4 优化器状态与精确续训
+#
+# AdamW 为**每个参数**维护两个与它同形状的数组：梯度的滑动平均 `exp_avg`（一阶动量 m）和梯度平方的滑动平均
+# `exp_avg_sq`（二阶动量 v），外加一个步数（用于偏差修正）。所以优化器状态是模型本身的两倍大，
+# 训练检查点里的 `optimizer.safetensors` 也就是 `model.safetensors` 的两倍：
+
+# %%
+ck = WORK / "cosine-1337" / "ckpt_last"
+for f in ("model.safetensors", "optimizer.safetensors"):
+    print(pad(f, 24), f"{(ck / f).stat().st_size / 2**20:7.2f} MiB")
+from safetensors.numpy import load_file
+
+opt_state = load_file(str(ck / "optimizer.safetensors"))
+print("其中几个键:", list(opt_state)[:4])
+state = json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))
+print("trainer_state.json:", {k: state[k] for k in ("step", "optim_step", "data_index")},
+      "| 随机数状态:", list(state["rng"]))
+
+# %% [markdown]
+# 要让“中断再续”与“一口气训完”**逐位相同**，检查点必须带上一步更新所依赖的全部东西：
+#
+# - 模型参数，以及 AdamW 的 `exp_avg`、`exp_avg_sq` 和步数；
+# - 步数：学习率调度是步数的函数，下一个批次也由 (种子, 步数) 决定（第 5 章 5.3 节），所以不需要保存数据加载器；
+# - 随机数状态：dropout 要用（这里的模型没有 dropout，但训练器照样保存）；
+# - 训练配置：续训时与检查点比对，改了不该改的字段（比如学习率）会报错并指出是哪个字段。
+#
+# 试一试。D.1 里“预热 + 余弦”那次一口气训完的训练就是参照；现在用完全相同的设置再训一次，但在一半处用
+# `stop_at` 停下（命令行写作 `--stop_at=N`，效果与训练中按 Ctrl-C 相同：保存检查点后退出），再用同样的设置接着训：
+
+# %%
+half = STEPS // 2
+run("resume", show=True, stop_at=half)
+shutil.copytree(WORK / "resume", WORK / "resume-no-optim")  # 留一份副本，下面做对照实验
+rec_resume = run("resume", show=True)
+
+# %%
+a, b = losses(rec_cos), losses(rec_resume)
+la = np.array([a[s] for s in range(1, STEPS + 1)])
+lb = np.array([b[s] for s in range(1, STEPS + 1)])
+print(f"两次训练都记录了第 1…{STEPS} 步：{sorted(a) == sorted(b) == list(range(1, STEPS + 1))}")
+print(f"逐位相同（np.array_equal）：{np.array_equal(la, lb)}；最大差 {np.abs(la - lb).max()}")
+for s in (half - 1, half, half + 1, half + 2, STEPS):
+    print(f"    第 {s:>3} 步  一口气 {a[s]:.7f}  中断再续 {b[s]:.7f}")
+
+# %% [markdown]
+# 不是“很接近”，而是每一个比特都一样（项目的测试 `tests/test_train.py` 也检查这一点）：续训之后的每一步，
+# 做的都是与不中断时完全相同的浮点运算。
+# PyTorch 轨道上同样可以续训，但框架内部选用什么算法、按什么顺序求和不由我们控制，项目的测试只要求它在 float32 的舍入范围内相同。
+#
+# 如果检查点里**没有**优化器状态会怎样？把刚才留的副本里的 `optimizer.safetensors` 删掉再续训：
+# AdamW 从零开始估计 m 和 v，偏差修正又让第一步的更新量接近 `lr × sign(g)`——每个参数都按当时的学习率迈出整整一步，
+# 而平时梯度有噪声，$\hat m / \sqrt{\hat v}$ 的绝对值多半小于 1，大多数参数的步子要小得多。
+
+# %%
+(WORK / "resume-no-optim" / "ckpt_last" / "optimizer.safetensors").unlink()
+rec_no_optim = run("resume-no-optim")
+c = losses(rec_no_optim)
+
+fig, ax = plt.subplots(figsize=(7, 3.2))
+steps_after = np.arange(max(1, half - 20), STEPS + 1)
+ax.plot(steps_after, [a[s] for s in steps_after], label="uninterrupted")
+ax.plot(steps_after, [b[s] for s in steps_after], "--", lw=2, label="stop + resume (full checkpoint)")
+ax.plot(steps_after, [c[s] for s in steps_after], label="resume without optimizer state")
+ax.axvline(half + 0.5, color="gray", ls=":")
+ax.set_xlabel("step")
+ax.set_ylabel("training loss")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+bump = [c[s] - a[s] for s in range(half + 1, min(STEPS, half + 10) + 1)]
+print(f"续训后前 10 步，丢了优化器状态的损失减去参照：最多 {max(bump):+.3f}，平均 {np.mean(bump):+.3f}"
+      f"（{'高于' if np.mean(bump) > 0 else '并不高于'}参照）")
+late = [c[s] - a[s] for s in range(max(half + 1, STEPS - 9), STEPS + 1)]
+print(f"最后 10 步，两者之差平均 {np.mean(late):+.3f}")
+
+# %% [markdown]
+# 对照曲线和上面的差值：丢了优化器状态时，续训后的头几步通常会比参照高出一截，之后才慢慢追回来（或者到结束也没追平）。
+# 小模型上这只是一个坎；在大模型上，高学习率时的这一下可能直接让训练发散。
+# 所以训练检查点总是连同优化器状态一起保存，尽管它让检查点大了两倍。
+
+# %% [markdown]
+# ## D.5 NaN 检测
+#
+# 损失一旦变成 NaN（或 inf），之后的每一步都是 NaN：梯度是 NaN，更新把所有参数都变成 NaN，再也救不回来。
+# 常见的起因有：学习率太大、没有裁剪的梯度爆炸、低精度 (fp16) 溢出、在 0 上取对数（所以 `cross_entropy` 内部用
+# 数值稳定的 log-softmax），以及数据里混进了坏样本。
+#
+# 训练器每一步都检查损失是不是有限的数（代价只是一次比较）；一旦不是，**在更新参数之前**就停下，报告是第几步，
+# 并指出上一个正常的检查点在哪里——出错的状态不会被写进检查点。用一个荒唐的学习率、关掉裁剪，故意让它发散：
+
+# %%
+rec_nan = run("nan", show=True, lr=1e9, min_lr=1e9, warmup_steps=0, grad_clip=0.0, eval_interval=5)
+bad = [r["loss"] for r in rec_nan if r["type"] == "train"]
+print("发散前记录到的训练损失:", np.round(bad, 2))
+st = json.loads((WORK / "nan" / "ckpt_last" / "trainer_state.json").read_text(encoding="utf-8"))
+w = load_file(str(WORK / "nan" / "ckpt_last" / "model.safetensors"))
+print(f"保留下来的 ckpt_last 停在第 {st['step']} 步，权重全部是有限的数：{all(np.isfinite(v).all() for v in w.values())}")
+
+# %% [markdown]
+# 在命令行里，这种情况以退出码 3 结束，并打印同样的信息。排查时先降低学习率、确认开着梯度裁剪，
+# 再从上一个正常的检查点续训。
+
+# %% [markdown]
+# ## D.6 初始化方案：GPT-2 与 PyTorch 默认
+#
+# `gpt_numpy/init.py` 提供两种初始化，两条轨道从同一个种子得到完全相同的数组（`--init=gpt2` 或 `--init=torch`）：
+#
+# | | `gpt2`（默认） | `torch`（原书的模型就是这样） |
+# |---|---|---|
+# | 词元 / 位置嵌入 | $N(0, 0.02^2)$ | $N(0, 1)$ |
+# | 线性层权重 | $N(0, 0.02^2)$；残差分支的输出投影再除以 $\sqrt{2L}$ | $U(-1/\sqrt{in},\ 1/\sqrt{in})$ |
+# | 偏置 | 0 | $U(-1/\sqrt{in},\ 1/\sqrt{in})$ |
+# | LayerNorm | scale = 1，shift = 0 | 同左 |
+#
+# 残差分支输出投影的 $1/\sqrt{2L}$：每个块往残差流里加两次（注意力、前馈），L 层一共加 2L 次；
+# 每次加的量方差缩小到 $1/(2L)$，加进去的总方差就与层数无关。先看两种方案在初始化时的差别：
+
+# %%
+val_b = StepBatches(DATA.val_tokens, 8, cfg.context_length, seed=0)
+vx, vy = val_b.get(0)
+print(pad("方案", 8) + pad("初始损失", 10) + pad("logits 标准差", 16) + "残差流的标准差：嵌入之后 → 每个块之后")
+init_stats = {}
+for scheme in ("gpt2", "torch"):
+    m = NM.GPTModel(cfg)
+    m.load_arrays(init_arrays(shapes, cfg, seed=0, scheme=scheme))
+    m.eval()
+    with tt.no_grad():
+        h = m.tok_emb(vx) + m.pos_emb(np.arange(vx.shape[1]))  # (B, T, C)
+        stds = [h.data.std()]
+        for block in m.trf_blocks:
+            h = block(h)
+            stds.append(h.data.std())
+        logits = m.out_head(m.final_norm(h))  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, V), vy.reshape(-1)).item()
+    sd = logits.data.std()
+    init_stats[scheme] = (loss, sd, stds)
+    print(pad(scheme, 8) + pad(f"{loss:.4f}", 10) + pad(f"{sd:.3f}", 16) + " → ".join(f"{s:.3f}" for s in stds))
+    w = m.state_arrays()
+    print(pad("", 8) + f"    ln V + σ²/2 = {math.log(V) + sd**2 / 2:.4f}；权重的标准差："
+          + "，".join(f"{n.replace('trf_blocks.0.', '')} {w[n].std():.4f}" for n in
+                     ("tok_emb.weight", "trf_blocks.0.att.W_query.weight", "trf_blocks.0.ff.layers.2.weight",
+                      "out_head.weight")))
+
+# %% [markdown]
+# 两种方案的差别体现在两处：
+#
+# - **logits 与初始损失。** gpt2 方案的输出层权重标准差只有 0.02，logits 的标准差约 $0.02\sqrt{C}$，初始损失紧贴 $\ln V$；
+#   torch 方案的输出层权重取自 $U(-1/\sqrt{C},\ 1/\sqrt{C})$，方差为 $1/(3C)$，与 C 个方差约为 1 的分量相乘再相加，
+#   logits 的方差约为 1/3，初始损失约为 $\ln V + 1/6$。两者都大致合乎第 5 章的估计 $\ln V + \sigma^2/2$
+#   （下面逐项对照；这里只用了一个批次，损失带着抽样误差，小模型上尤其明显）。
+# - **残差流。** torch 方案的词元嵌入和位置嵌入都取自 $N(0, 1)$，两者相加，残差流一开始的标准差就在 $\sqrt 2$ 左右，
+#   各个块加进去的量相比之下很小，模型起初几乎只是在传递嵌入；gpt2 方案的嵌入小得多，各块的贡献与嵌入处在同一个量级。
+#   因为每个块的入口和模型的末尾都有 LayerNorm，残差流的绝对大小并不直接进入注意力和输出层，
+#   要紧的是“各块加进去的量”与“残差流已有的量”之比。
+
+# %%
+for scheme, (loss, sd, stds) in init_stats.items():
+    print(f"{pad(scheme, 6)} 初始损失 − ln V = {loss - math.log(V):.4f}，σ²/2 = {sd**2 / 2:.4f}；"
+          f"残差流经过 {len(stds) - 1} 个块，标准差变为嵌入之后的 {stds[-1] / stds[0]:.2f} 倍")
+gap = init_stats["torch"][0] - init_stats["gpt2"][0]
+print(f"torch 方案的初始损失比 gpt2 方案高 {gap:.4f}；公式的估计：1/6 − (0.02·√C)²/2 = "
+      f"{1 / 6 - (0.02 * math.sqrt(cfg.emb_dim)) ** 2 / 2:.4f}")
+
+# %% [markdown]
+#
+# 初始化的差别会带到训练里去吗？用 PyTorch 默认初始化把 D.1 的“预热 + 余弦”再训一次，与 GPT-2 初始化的那次比较：
+
+# %%
+rec_torch_init = run("torch-init", init="torch")
+
+fig, ax = plt.subplots(figsize=(7, 3.2))
+for recs, name in ((rec_cos, "init = gpt2"), (rec_torch_init, "init = torch")):
+    tr = [r["loss"] for r in recs if r["type"] == "train"]
+    ev = [r for r in recs if r["type"] == "eval"]
+    kk = 10 if not QUICK else 3
+    ax.plot(np.arange(kk, len(tr) + 1), smooth(tr, kk), label=f"{name}: train (moving avg)")
+    ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "o--", ms=4, label=f"{name}: val")
+ax.set_xlabel("step")
+ax.set_ylabel("loss")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+for recs, name in ((rec_cos, "gpt2"), (rec_torch_init, "torch")):
+    ev = [r for r in recs if r["type"] == "eval"]
+    print(f"init = {pad(name, 6)} 验证损失：" + "  ".join(f"{r['step']}:{r['val_loss']:.3f}" for r in ev))
+v_g, v_t = ({r["step"]: r["val_loss"] for r in recs if r["type"] == "eval"} for recs in (rec_cos, rec_torch_init))
+d_end = v_t[max(v_t)] - v_g[max(v_g)]
+print(f"最后的验证损失 torch − gpt2 = {d_end:+.4f}（{'gpt2 初始化更低' if d_end > 0 else 'torch 初始化更低'}）；"
+      f"作为参照，D.1 里同一设置换种子的差别最多 {luck:.4f}")
+ahead = [s for s in sorted(v_g) if s > 0 and v_g[s] < v_t[s]]
+print(f"除第 0 步外的 {len(v_g) - 1} 个评估点里，gpt2 初始化的验证损失在 {len(ahead)} 个点上更低")
+
+# %% [markdown]
+# 这里只比了一个种子，所以要和 D.1 换种子的波动放在一起看（上面打印了两者）。初始化的影响在训练开头最明显：
+# 起点不同，前几十步走的路也不同；随着训练推进，优化器会把各层的尺度慢慢调到合适的范围，差别通常会缩小。
+# 差别能否保留到训练结束，与模型大小、学习率和训练长度都有关，这样一个短小的实验说明不了太多。
+# GPT-2 初始化的主要好处是让起点“干净”：初始损失紧贴 $\ln V$，各块的贡献从小处开始。
+
+# %% [markdown]
+# ## 小结
+#
+# - 学习率先线性预热、再余弦退火：开头稳住，结尾收敛得更低；`warmup_cosine_lr` 是两条轨道共用的纯函数。
+# - 梯度裁剪按总范数整体缩放，方向不变；上限合适时它像保险丝，只在尖峰上起作用。tinytensor 与 torch 的 `clip_grad_norm_` 结果相同。
+# - 梯度累积：k 个小批次的损失各乘 1/k 后反向，梯度累加，再更新一次，与一个 k 倍大的批次相同（每个小批次词元数相等时）。
+# - 精确续训需要模型、AdamW 的两个动量与步数、训练步数（决定学习率和数据）、随机数状态；NumPy 轨道上中断再续与一口气训完逐位相同。
+#   丢掉优化器状态，续训时损失通常会跳一下。
+# - 每一步检查损失是否有限，出问题时在更新之前停下，上一个正常的检查点原样保留。
+# - GPT-2 初始化让 logits 很小、初始损失紧贴 $\ln V$，各块的贡献从小处开始；PyTorch 默认初始化的 logits 方差约为 1/3，
+#   按 $\ln V + \sigma^2/2$ 估算，初始损失比 $\ln V$ 高出约 1/6（D.6 打印了实测值）。
+#
+# ## 练习
+#
+# 1. 把 D.1 的峰值学习率改成 1e-2，常数学习率和预热 + 余弦各训一次。哪一个先出问题？把预热步数改成 0 又会怎样？
+# 2. 在 D.2 里改用 `norm_type=float("inf")`（按最大的单个元素裁剪），两条轨道的结果还一致吗？它和 L2 范数裁剪有什么不同？
+# 3. 在 D.3 里让最后一个小批次只有一半的序列，再比较两边的梯度。怎样修改缩放系数才能重新相等？
+# 4. 在 D.4 的续训命令里改一个不该改的字段（比如 `lr`），看看训练器报出的错误。为什么 `max_steps` 却允许修改？
