@@ -47,7 +47,7 @@ def _train_help(track: Track) -> str:
     mfields = ", ".join(f.name for f in dataclasses.fields(GPTConfig))
     return (
         f"用法：python -m {track.name} train [--recipe=NAME] [--key=value ...]\n\n"
-        "训练一个 GPT。不带参数时：人民日报语料、字符级分词、tiny 模型，在 CPU 上约 10 分钟。\n"
+        "训练一个 GPT。不带参数时：人民日报语料、字符级分词、tiny 模型，在 2 核 CPU 上不到 10 分钟。\n"
         "已有检查点时默认从中断处继续（--resume=never 从头开始）。\n\n"
         f"配方 (--recipe)：{', '.join(RECIPES)}\n"
         f"训练字段：{tfields}\n"

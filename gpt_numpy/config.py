@@ -104,7 +104,7 @@ class TrainConfig:
     # 优化
     batch_size: int = 16
     grad_accum: int = 1  # 梯度累积步数：每次更新看到 batch_size × grad_accum 个序列
-    max_steps: int = 3000  # 优化器更新次数；epochs > 0 时由轮数决定
+    max_steps: int = 2000  # 优化器更新次数；epochs > 0 时由轮数决定
     epochs: int = 0
     lr: float = 2e-3
     min_lr: float = 2e-4
@@ -161,7 +161,7 @@ class TrainConfig:
 
 # 训练配方：一组 TrainConfig 字段与模型字段的预设，命令行用 --recipe=NAME 选择。
 RECIPES: dict[str, dict[str, Any]] = {
-    # 默认任务：人民日报语料，字符级分词，CPU 上约 10 分钟
+    # 默认任务：人民日报语料，字符级分词，2 核 CPU 上不到 10 分钟
     "default": {},
     # 原书第 5 章的实验：the-verdict.txt，GPT-2 124M 结构（上下文 256），batch 2，AdamW 4e-4，wd 0.1，10 轮
     "book-verdict": dict(

@@ -372,7 +372,7 @@ print(f"不必保存的 logits：{B}×{cfg.context_length}×{V} 个 float32，�
 # | NaN 检测 | 损失变成 NaN/inf 时立刻停下，保留上一个正常的检查点 | 附录 D |
 #
 # 命令行的每个训练参数都是 `TrainConfig` 的一个字段，用 `--key=value` 覆盖；模型结构的字段（如 `--n_layers=2`）也可以。
-# 默认值就是项目的“主任务”：人民日报语料、字符级分词、tiny 模型，训练 3000 步（完整运行的真实记录在本节末尾读出）。
+# 默认值就是项目的“主任务”：人民日报语料、字符级分词、tiny 模型，训练 2000 步（完整运行的真实记录在本节末尾读出）。
 
 # %%
 defaults = TrainConfig()
@@ -491,7 +491,7 @@ for s in (samples[0], samples[len(samples) // 2], samples[-1]):
 # %% [markdown]
 # ### 默认任务的完整运行
 #
-# 维护者用默认设置（`python -m gpt_numpy train` 和 `python -m gpt_torch train`，各 3000 步）各完整训练过一次，
+# 维护者用默认设置（`python -m gpt_numpy train` 和 `python -m gpt_torch train`，各 2000 步）各完整训练过一次，
 # 把两份 `metrics.jsonl` 存进仓库，即 `docs/results/default-numpy.jsonl` 和 `default-torch.jsonl`。下面读出它们（文件还不在时跳过）：
 
 # %%
