@@ -175,7 +175,12 @@ class Trainer:
         stride = tcfg.stride or t if tcfg.sampling == "epoch" else 0
         # 评估批次按全局批次大小切分（各进程再各取一段），所以评估集与进程数无关
         gb = tcfg.batch_size * world
-        self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, gb, t, seed=tcfg.seed + 1)
+        # epoch 模式（原书）：训练集也用训练时的对齐窗口评估，与原书的 calc_loss_loader 相同。记住了训练文本的
+        # 大模型在错开位置的窗口上损失会高得多（绝对位置嵌入），随机起点会让“训练损失”与原书不可比。
+        if stride:
+            self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, gb, t, stride=stride)
+        else:
+            self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, gb, t, seed=tcfg.seed + 1)
         self.eval_val = eval_batches(data.val_tokens, tcfg.eval_batches, gb, t, stride=stride)
         self.step = 0
         self.best_val: float | None = None

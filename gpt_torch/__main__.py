@@ -15,7 +15,7 @@ from gpt_numpy.config import TrainConfig
 EXTRA_HELP = """
 PyTorch 轨道另有：--device=auto|cpu|cuda|mps、--amp=auto|bf16|fp32、--compile=true。
 多卡 / 多机：torchrun --nproc_per_node=N -m gpt_torch.train [--key=value ...]
-（--batch_size 是每个进程的批大小；多机启动、续训与崩溃处理见 docs/distributed.md）
+（--batch_size 是每个进程的批大小；多机启动、续训与崩溃处理见 README 的“在 GPU 与多卡、多机上训练”一节）
 """
 
 

@@ -206,3 +206,29 @@ def test_metrics_are_truncated_to_the_resumed_step(corpus: Path, tmp_path: Path)
     run_cli("gpt_numpy", _args(corpus, out, "--max_steps=10", "--eval_interval=1000"))
     steps = [r["step"] for r in read_metrics(out) if r["type"] == "train"]
     assert steps == list(range(1, 11)), steps
+
+
+@pytest.mark.parametrize("sampling", ["epoch", "random"])
+def test_eval_windows_follow_the_sampling_mode(sampling: str, tmp_path: Path) -> None:
+    """epoch 模式（原书）：训练集与验证集都用训练时的对齐窗口评估（起点是 stride 的倍数），
+    这样“训练损失”与原书的 calc_loss_loader 可比；random 模式：训练集评估窗口的起点随机。"""
+    from types import SimpleNamespace
+
+    from gpt_numpy.config import GPTConfig, TrainConfig
+    from gpt_numpy.trainer import TrainData, Trainer
+
+    tcfg = TrainConfig(sampling=sampling, batch_size=2, eval_batches=3, max_steps=5, out_dir=str(tmp_path))
+    mcfg = GPTConfig(vocab_size=50, context_length=16, emb_dim=8, n_heads=2, n_layers=1)
+    data = TrainData(None, np.arange(400), np.arange(100), tmp_path / "tok.json")  # 词元各不相同：窗口可反查起点
+    tr = Trainer(tcfg, mcfg, SimpleNamespace(world_size=1, rank=0), data)
+    tokens = data.train_tokens
+    firsts = []
+    for x, y in tr.eval_train:
+        np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+        firsts += [int(np.flatnonzero((np.lib.stride_tricks.sliding_window_view(tokens, 16) == row).all(1))[0])
+                   for row in x]
+    assert len(firsts) == 6
+    if sampling == "epoch":
+        assert firsts == [0, 16, 32, 48, 64, 80]
+    else:
+        assert any(s % 16 for s in firsts)

@@ -559,7 +559,7 @@ compare(workdir / "single", workdir / "relay", show=(1, STEPS // 2, STEPS // 2 +
 #
 # 多机时输出目录要放在各机器都能访问的共享存储上。一个进程崩溃时，`torchrun` 会终止其余进程并以非零状态退出，
 # 报告里的 Root Cause 指向最先出错的那个进程；卡在通信里的进程最迟在超时（默认 300 秒，环境变量 `LLMZH_DDP_TIMEOUT`）后报错，
-# 不会无限挂住。这些行为在 `tests/test_ddp.py` 里都用真实的 2 进程任务测过，完整说明见 `docs/distributed.md`。
+# 不会无限挂住。这些行为在 `tests/test_ddp.py` 里都用真实的 2 进程任务测过，完整说明见 README 的“在 GPU 与多卡、多机上训练”一节。
 
 # %%
 import shutil
