@@ -939,9 +939,8 @@ def test_serial_and_parallel_paths_bitwise_identical(monkeypatch: pytest.MonkeyP
         assert len(names) == 11, names  # softmax 与 log_softmax 共用阈值，其余每个并行内核一个
         serial = all_kernel_outputs()
         force_path("parallel", monkeypatch.setattr)
-        if nt is not None:  # 包装层把 get_num_threads() 作为分段数传给并行驱动；段数多于线程数也可以
-            for mod in (kpkg.adamw, kpkg.attention, kpkg.cross_entropy, kpkg.gelu, kpkg.layer_norm):
-                monkeypatch.setattr(mod, "get_num_threads", lambda: nt)
+        if nt is not None:  # run_split 把 get_num_threads() 作为分段数传给并行驱动；段数多于线程数也可以
+            monkeypatch.setattr(kpkg.backend, "get_num_threads", lambda: nt)
         parallel = all_kernel_outputs()
     assert_same_outputs(serial, parallel, f"串行与并行（{nt} 段）不同")
 

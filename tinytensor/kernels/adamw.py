@@ -36,7 +36,7 @@ import functools
 import numpy as np
 
 from ._checks import float_array, float_like
-from .backend import get_num_threads, njit, prange, use_numba
+from .backend import njit, prange, run_split, use_numba
 
 # 元素个数低于阈值时走串行内核，否则走并行内核；两条路径逐位相同（见 backend.py）。
 _PAR_MIN = 1 << 16
@@ -206,10 +206,7 @@ def _step(
         return
     # C 连续时 reshape 是视图，原地写回原数组
     p, g, m, v = param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1)
-    if p.shape[0] < _PAR_MIN:
-        _adam_range(p, m, v, g, *s["kernel_args"], 0, p.shape[0])
-    else:
-        _adam_par(p, m, v, g, *s["kernel_args"], get_num_threads())
+    run_split(_adam_range, _adam_par, p.shape[0], p, m, v, g, *s["kernel_args"], work=p.shape[0], min_work=_PAR_MIN)
 
 
 def adamw_step(

@@ -35,7 +35,7 @@ import numpy as np
 
 from ._checks import float_array, float_like
 from ._vmath import row_dot, row_max, row_sum, vexp
-from .backend import get_num_threads, njit, prange, use_numba
+from .backend import njit, prange, run_split, use_numba
 
 # 分数矩阵的元素个数（R·Tk）低于阈值时走串行内核，否则走并行内核；两条路径逐位相同（见 backend.py）。
 _PAR_MIN_FWD = 1 << 16
@@ -173,10 +173,10 @@ def attention_fwd(
     T, Tk = s.shape[-2:]
     s2 = s.reshape(-1, Tk)
     R = s2.shape[0]
-    if R * Tk < _PAR_MIN_FWD:
-        _smax_fwd_rows(s2, q.dtype.type(scale), T, bool(causal), 0, R)
-    else:
-        _smax_fwd_par(s2, q.dtype.type(scale), T, bool(causal), get_num_threads())
+    run_split(
+        _smax_fwd_rows, _smax_fwd_par, R, s2, q.dtype.type(scale), T, bool(causal),
+        work=R * Tk, min_work=_PAR_MIN_FWD,
+    )
     return np.matmul(s, v), s
 
 
@@ -199,8 +199,8 @@ def attention_bwd(
     ds2 = ds.reshape(-1, Tk)
     p2 = p.reshape(-1, Tk)
     R = ds2.shape[0]
-    if R * Tk < _PAR_MIN_BWD:
-        _smax_bwd_rows(ds2, p2, q.dtype.type(scale), T, bool(causal), 0, R)
-    else:
-        _smax_bwd_par(ds2, p2, q.dtype.type(scale), T, bool(causal), get_num_threads())
+    run_split(
+        _smax_bwd_rows, _smax_bwd_par, R, ds2, p2, q.dtype.type(scale), T, bool(causal),
+        work=R * Tk, min_work=_PAR_MIN_BWD,
+    )
     return np.matmul(ds, k), np.matmul(_t(ds), q), dv

@@ -25,7 +25,7 @@
   低于该内核的阈值（``_PAR_MIN*``，各模块里注明实测的分界）直接调用串行工作函数。两条路径逐行/逐元素
   做完全相同的运算，结果逐位相同（tests/test_kernels.py 检查）。两者是不同的 Python 函数：numba 的
   磁盘缓存按模块、限定名和行号建索引而不看编译选项，同一个函数编译成串行、并行两份会互相覆盖缓存。
-  分段数由包装层传入（``get_num_threads()``）：在 ``@njit`` 里调用它会让函数无法缓存。
+  分派与分段数都由 ``run_split`` 在 Python 里完成（``get_num_threads()``）：在 ``@njit`` 里调用它会让函数无法缓存。
 
 本包只依赖 numpy、numba 与标准库，不导入 tinytensor 的其他部分。
 """
@@ -102,6 +102,18 @@ def _drop_stale_numba_cache(here: Path) -> None:
 
 if NUMBA_AVAILABLE:
     _drop_stale_numba_cache(Path(__file__).resolve().parent)
+
+
+def run_split(serial: Any, parallel: Any, n: int, *args: Any, work: int, min_work: int) -> None:
+    """按工作量在串行与并行内核之间分派（见模块说明“串行/并行双路径”）。
+
+    ``work < min_work`` 时调用 ``serial(*args, 0, n)``（处理第 [0, n) 行/元素/块），否则调用
+    ``parallel(*args, get_num_threads())``。两个内核的前几个参数相同，只在这里写一次。
+    """
+    if work < min_work:
+        serial(*args, 0, n)
+    else:
+        parallel(*args, get_num_threads())
 
 
 def _normalize(name: object) -> str:

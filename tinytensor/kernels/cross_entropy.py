@@ -43,7 +43,7 @@ import numpy as np
 
 from ._checks import check_ndim, check_shape, float_array, float_like, int_array
 from ._vmath import row_dot, row_max, row_sum, vexp
-from .backend import get_num_threads, njit, prange, use_numba
+from .backend import njit, prange, run_split, use_numba
 
 # 工作量（N·V 个元素）低于阈值时走串行内核，否则走并行内核；两条路径逐位相同（见 backend.py）。
 _PAR_MIN_CE_FWD = 1 << 16
@@ -359,10 +359,7 @@ def cross_entropy_fwd(
     x = np.ascontiguousarray(x)
     loss = np.empty(N, x.dtype)
     lse = np.empty(N, x.dtype)
-    if N * V < _PAR_MIN_CE_FWD:
-        _ce_fwd_rows(loss, lse, x, t, int(ignore_index), 0, N)
-    else:
-        _ce_fwd_par(loss, lse, x, t, int(ignore_index), get_num_threads())
+    run_split(_ce_fwd_rows, _ce_fwd_par, N, loss, lse, x, t, int(ignore_index), work=N * V, min_work=_PAR_MIN_CE_FWD)
     return loss, lse
 
 
@@ -406,10 +403,7 @@ def cross_entropy_bwd(
     if out is None:
         out = np.empty_like(x)
     lse = np.ascontiguousarray(lse)
-    if N * V < _PAR_MIN_CE_BWD:
-        _ce_bwd_rows(out, x, t, lse, rs, int(ignore_index), 0, N)
-    else:
-        _ce_bwd_par(out, x, t, lse, rs, int(ignore_index), get_num_threads())
+    run_split(_ce_bwd_rows, _ce_bwd_par, N, out, x, t, lse, rs, int(ignore_index), work=N * V, min_work=_PAR_MIN_CE_BWD)
     return out
 
 
@@ -427,10 +421,7 @@ def softmax_fwd(x: np.ndarray) -> np.ndarray:
         return softmax_fwd_numpy(x)
     x2 = _rows(x)
     y = np.empty_like(x2)
-    if x2.size < _PAR_MIN_SM_FWD:
-        _softmax_fwd_rows(y, x2, 0, x2.shape[0])
-    else:
-        _softmax_fwd_par(y, x2, get_num_threads())
+    run_split(_softmax_fwd_rows, _softmax_fwd_par, x2.shape[0], y, x2, work=x2.size, min_work=_PAR_MIN_SM_FWD)
     return y.reshape(x.shape)
 
 
@@ -441,10 +432,7 @@ def log_softmax_fwd(x: np.ndarray) -> np.ndarray:
         return log_softmax_fwd_numpy(x)
     x2 = _rows(x)
     y = np.empty_like(x2)
-    if x2.size < _PAR_MIN_SM_FWD:
-        _log_softmax_fwd_rows(y, x2, 0, x2.shape[0])
-    else:
-        _log_softmax_fwd_par(y, x2, get_num_threads())
+    run_split(_log_softmax_fwd_rows, _log_softmax_fwd_par, x2.shape[0], y, x2, work=x2.size, min_work=_PAR_MIN_SM_FWD)
     return y.reshape(x.shape)
 
 
@@ -463,10 +451,7 @@ def softmax_bwd(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     y2 = _rows(y)
     dx = np.empty_like(y2)
     g2 = _rows(g)
-    if y2.size < _PAR_MIN_SM_BWD:
-        _softmax_bwd_rows(dx, g2, y2, 0, y2.shape[0])
-    else:
-        _softmax_bwd_par(dx, g2, y2, get_num_threads())
+    run_split(_softmax_bwd_rows, _softmax_bwd_par, y2.shape[0], dx, g2, y2, work=y2.size, min_work=_PAR_MIN_SM_BWD)
     return dx.reshape(y.shape)
 
 
@@ -478,8 +463,8 @@ def log_softmax_bwd(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     y2 = _rows(y)
     dx = np.empty_like(y2)
     g2 = _rows(g)
-    if y2.size < _PAR_MIN_SM_BWD:
-        _log_softmax_bwd_rows(dx, g2, y2, 0, y2.shape[0])
-    else:
-        _log_softmax_bwd_par(dx, g2, y2, get_num_threads())
+    run_split(
+        _log_softmax_bwd_rows, _log_softmax_bwd_par, y2.shape[0], dx, g2, y2,
+        work=y2.size, min_work=_PAR_MIN_SM_BWD,
+    )
     return dx.reshape(y.shape)

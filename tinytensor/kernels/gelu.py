@@ -33,7 +33,7 @@ import numpy as np
 
 from ._checks import check_shape, float_array, float_like
 from ._vmath import vtanh
-from .backend import get_num_threads, njit, prange, use_numba
+from .backend import njit, prange, run_split, use_numba
 
 SQRT_2_OVER_PI = 0.7978845608028654
 KAPPA = 0.044715
@@ -145,10 +145,7 @@ def gelu_fwd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = xf.shape[0]
     y = np.empty(n, x.dtype)
     t = np.empty(n, x.dtype)
-    if n < _PAR_MIN_FWD:
-        _gelu_fwd_range(y, t, xf, 0, n)
-    else:
-        _gelu_fwd_par(y, t, xf, get_num_threads())
+    run_split(_gelu_fwd_range, _gelu_fwd_par, n, y, t, xf, work=n, min_work=_PAR_MIN_FWD)
     return y.reshape(x.shape), t.reshape(x.shape)
 
 
@@ -164,8 +161,5 @@ def gelu_bwd(g: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
     xf = _flat(x)
     n = xf.shape[0]
     dx = np.empty(n, x.dtype)
-    if n < _PAR_MIN_BWD:
-        _gelu_bwd_range(dx, _flat(g), xf, _flat(t), 0, n)
-    else:
-        _gelu_bwd_par(dx, _flat(g), xf, _flat(t), get_num_threads())
+    run_split(_gelu_bwd_range, _gelu_bwd_par, n, dx, _flat(g), xf, _flat(t), work=n, min_work=_PAR_MIN_BWD)
     return dx.reshape(x.shape)

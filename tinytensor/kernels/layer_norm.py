@@ -35,7 +35,7 @@ import numpy as np
 
 from ._checks import check_shape, float_array, float_like
 from ._vmath import row_dot, row_sq_dev_sum, row_sum
-from .backend import get_num_threads, njit, prange, use_numba
+from .backend import njit, prange, run_split, use_numba
 
 LN_BWD_ROWS = 32  # 反向每块的行数；固定常数，保证结果与线程数、与走串行还是并行路径都无关
 
@@ -201,10 +201,7 @@ def layer_norm_fwd(
     rstd = np.empty(N, dt)
     wk = np.ascontiguousarray(w) if w is not None else np.ones(C, dt)
     bk = np.ascontiguousarray(b) if b is not None else np.zeros(C, dt)
-    if N * C < _PAR_MIN_FWD:
-        _ln_fwd_rows(y, mean, rstd, x2, wk, bk, float(eps), 0, N)
-    else:
-        _ln_fwd_par(y, mean, rstd, x2, wk, bk, float(eps), get_num_threads())
+    run_split(_ln_fwd_rows, _ln_fwd_par, N, y, mean, rstd, x2, wk, bk, float(eps), work=N * C, min_work=_PAR_MIN_FWD)
     if len(shape) == 2:
         return y, mean, rstd
     lead = shape[:-1]
@@ -242,10 +239,10 @@ def layer_norm_bwd(
     wk = np.ascontiguousarray(w) if w is not None else np.ones(C, dt)
     m1 = np.ascontiguousarray(mean.reshape(-1))
     r1 = np.ascontiguousarray(rstd.reshape(-1))
-    if N * C < _PAR_MIN_BWD:
-        _ln_bwd_blocks(dx, dw_part, db_part, g2, x2, wk, m1, r1, LN_BWD_ROWS, need_wb, 0, nchunk)
-    else:
-        _ln_bwd_par(dx, dw_part, db_part, g2, x2, wk, m1, r1, LN_BWD_ROWS, need_wb, get_num_threads())
+    run_split(
+        _ln_bwd_blocks, _ln_bwd_par, nchunk, dx, dw_part, db_part, g2, x2, wk, m1, r1, LN_BWD_ROWS, need_wb,
+        work=N * C, min_work=_PAR_MIN_BWD,
+    )
     dx = dx.reshape(shape)
     if not need_wb:
         return dx, None, None
