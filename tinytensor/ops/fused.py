@@ -246,7 +246,8 @@ class LinearCrossEntropy(Function):
         db = np.zeros_like(b) if (need_grad and b is not None and need[2]) else None
         safe = np.where(valid, targets, 0) if not valid.all() else targets
         row_scale = np.where(valid, np.asarray(scale, dtype=x.dtype), np.zeros((), dtype=x.dtype))
-        gbuf = None
+        # 各块共用的梯度缓冲区（不原地写回 logits：别名会让内核退回标量循环）
+        gbuf = np.empty((min(chunk, n), w.shape[0]), dtype=x.dtype) if need_grad else None
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
             xc = x[lo:hi]
@@ -255,9 +256,7 @@ class LinearCrossEntropy(Function):
                 logits += b
             rows, lse = kernels.cross_entropy_fwd(logits, targets[lo:hi], ignore_index)
             loss_rows[lo:hi] = rows
-            if need_grad:  # 梯度写进各块共用的缓冲区（不原地写回 logits：别名会让内核退回标量循环）
-                if gbuf is None:
-                    gbuf = np.empty((min(chunk, n), w.shape[0]), dtype=x.dtype)
+            if need_grad:
                 g = kernels.cross_entropy_bwd(logits, safe[lo:hi], lse, row_scale[lo:hi], out=gbuf[: hi - lo])
                 if dx is not None:
                     dx[lo:hi] = g @ w
