@@ -806,6 +806,82 @@ def test_attention_bad_shapes() -> None:
         K.attention_fwd(q, np.zeros((3, 4, 8)), np.zeros((3, 4, 8)), 1.0)
 
 
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("T", "Tk"), [(23, 23), (9, 23), (23, 9), (4, 19), (16, 16)])
+@pytest.mark.parametrize("block", [1, 4, 7, 64])
+def test_attention_causal_blocks_match_reference(monkeypatch: pytest.MonkeyPatch, dtype, T, Tk, block) -> None:
+    """因果分块（只算下三角的块，行块/列块）在各种块大小、T 与 Tk 不等、块跨过序列末尾时都等于参考实现。"""
+    from tinytensor.kernels import attention
+
+    monkeypatch.setattr(attention, "_BLOCK", block)
+    rng = rng_for("att-blocks", dtype, T, Tk, block)
+    q, k, v = qkv(rng, (3, 2), T, Tk, 5, dtype, strided=True)
+    g = rng.standard_normal((3, 2, T, 5)).astype(dtype)
+    with backend_scope("numba"):
+        out, probs = K.attention_fwd(q, k, v, 0.4, True)
+        grads = K.attention_bwd(g, q, k, v, probs, 0.4, True)
+    out_r, probs_r = K.attention_fwd_numpy(q, k, v, 0.4, True)
+    close(out, out_r, dtype, k=4)
+    assert np.array_equal(probs == 0, probs_r == 0)  # 被跳过的块确实写成了 0
+    for got, want in zip(grads, K.attention_bwd_numpy(g, q, k, v, probs_r, 0.4)):
+        close(got, want, dtype, k=4)
+
+
+@needs_numba
+@pytest.mark.parametrize("nt", [2, 3, 5])
+def test_attention_threaded_split_is_bitwise_identical(monkeypatch: pytest.MonkeyPatch, nt: int) -> None:
+    """按批维切给 nt 个线程（BLAS 单线程）与在调用者线程里一次做完，结果逐位相同；确实走了线程切分。"""
+    import tinytensor.kernels as kpkg
+    from tinytensor.kernels import attention, threads
+
+    if not threads.available():
+        pytest.skip("threadpoolctl 找不到可限制的 BLAS")
+    rng = rng_for("att-threads", nt)
+    q, k, v = qkv(rng, (4, 3), 70, 70, 16, np.float32, strided=True)
+    g = rng.standard_normal((4, 3, 70, 16)).astype(np.float32)
+    with backend_scope("numba"):
+        monkeypatch.setattr(attention, "_PAR_MIN_FWD", sys.maxsize)
+        monkeypatch.setattr(attention, "_PAR_MIN_BWD", sys.maxsize)
+        one = K.attention_fwd(q, k, v, 0.25, True)
+        one_g = K.attention_bwd(g, q, k, v, one[1], 0.25, True)
+        monkeypatch.setattr(attention, "_PAR_MIN_FWD", 0)
+        monkeypatch.setattr(attention, "_PAR_MIN_BWD", 0)
+        monkeypatch.setattr(kpkg.backend, "get_num_threads", lambda: nt)
+        calls = []
+        run_parts = threads.run_parts
+        monkeypatch.setattr(threads, "run_parts", lambda fn, n, k: calls.append((n, k)) or run_parts(fn, n, k))
+        split = K.attention_fwd(q, k, v, 0.25, True)
+        split_g = K.attention_bwd(g, q, k, v, split[1], 0.25, True)
+    assert calls == [(4, nt), (4, nt)]
+    for a, b in zip((*one, *one_g), (*split, *split_g)):
+        assert np.array_equal(a, b)
+
+
+@needs_numba
+def test_attention_writes_into_out_views() -> None:
+    """out= 可以是不连续的视图（模型里直接写成 (B, T, nh·hs) 与拼接的 dqkv 布局），结果与不给 out 时相同。"""
+    rng = rng_for("att-out")
+    q, k, v = qkv(rng, (2, 3), 11, 11, 4, np.float64, strided=True)
+    g = rng.standard_normal((2, 3, 11, 4))
+    for backend in ("numba", "numpy"):
+        with backend_scope(backend):
+            want, probs = K.attention_fwd(q, k, v, 0.5, True)
+            y = np.full((2, 11, 3, 4), np.nan)
+            got, _ = K.attention_fwd(q, k, v, 0.5, True, out=y.transpose(0, 2, 1, 3))
+            assert np.shares_memory(got, y) and np.array_equal(got, want)
+            grads = K.attention_bwd(g, q, k, v, probs, 0.5, True)
+            buf = np.full((2, 11, 3, 3, 4), np.nan)
+            outs = tuple(buf[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+            got_g = K.attention_bwd(g, q, k, v, probs, 0.5, True, out=outs)
+            for a, b, o in zip(got_g, grads, outs):
+                assert a is o and np.array_equal(a, b)
+    with pytest.raises(ValueError, match="out"):
+        K.attention_fwd(q, k, v, 0.5, True, out=np.zeros((2, 3, 11, 5)))
+    with pytest.raises(ValueError, match="dk"):
+        K.attention_bwd(g, q, k, v, probs, 0.5, True, out=(np.zeros_like(g), np.zeros((1,)), np.zeros_like(g)))
+
+
 # ---------------------------------------------------------------------------
 # Hypothesis 形状模糊测试（内核 vs 参考）
 # ---------------------------------------------------------------------------

@@ -10,7 +10,12 @@
 → kernels/（融合算子的 numba 内核及其 NumPy 参考）→ nn/、optim/（层与优化器）。
 """
 
-from . import autograd, kernels, nn, optim, viz
+from . import heap as _heap
+
+if _heap.enabled_by_env():  # 大数组释放后留在堆里复用，省掉每步上万次缺页（见 heap.py）
+    _heap.keep_freed_memory()
+
+from . import autograd, kernels, nn, optim, viz  # noqa: E402
 from . import creation as _creation
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import *  # noqa: F403  张量工厂函数与 tt.exp、tt.cat 等模块级函数

@@ -138,7 +138,7 @@ def adam_step_numpy(
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _adam_range(
     param, exp_avg, exp_avg_sq, grad,
     decay, l2, w, one_minus_w, small_w, beta2, one_minus_beta2, neg_step_size, bc2_sqrt, eps, lo, hi,

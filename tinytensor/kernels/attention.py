@@ -31,15 +31,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from . import backend, threads
 from ._checks import float_array, float_like
 from ._vmath import row_dot, row_max, row_sum, vexp
-from .backend import njit, prange, run_split, use_numba
+from .backend import njit, use_numba
 
-# 分数矩阵的元素个数（R·Tk）低于阈值时走串行内核，否则走并行内核；两条路径逐位相同（见 backend.py）。
+# 分数矩阵的元素个数低于阈值时在调用者线程里一次做完，否则按前导第 0 维切给多个线程（threads.py）；
+# 每个头的运算相同，两条路径逐位相同（tests/test_kernels.py 检查）。
 _PAR_MIN_FWD = 1 << 16
 _PAR_MIN_BWD = 1 << 16
+# 因果分块的行/列块大小：块越小，跳过的上三角越多（T 个块时只算约 (1 + 1/块数)/2），但每次 BLAS 调用越小。
+_BLOCK = 64
 
 _OP_FWD = "attention 前向"
 _OP_BWD = "attention 反向"
@@ -85,12 +91,12 @@ def attention_bwd_numpy(
 
 
 # ---------------------------------------------------------------------------
-# numba 内核：原地处理 (R, Tk) 的分数矩阵，R = 前导维之积 · T。``*_rows`` 串行处理第 [lo, hi) 行、
-# 每行只写自己；``*_par`` 把行分成与线程数相同的连续段并行调用它，两条路径结果逐位相同。
+# numba 内核：原地处理 (R, Tk) 的分数矩阵，R = 前导维之积 · T；串行处理第 [lo, hi) 行、每行只写自己。
+# nogil：几个 Python 线程各自对不同的头调用它们（见 threads.py），必须释放 GIL 才能真正并行。
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _smax_fwd_rows(s, scale, T, causal, lo, hi):
     Tk = s.shape[1]
     zero = s.dtype.type(0.0)
@@ -110,15 +116,7 @@ def _smax_fwd_rows(s, scale, T, causal, lo, hi):
             row[j] = zero
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _smax_fwd_par(s, scale, T, causal, nt):
-    R = s.shape[0]
-    k = max(1, min(nt, R))
-    for c in prange(k):
-        _smax_fwd_rows(s, scale, T, causal, c * R // k, (c + 1) * R // k)
-
-
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _smax_bwd_rows(dp, p, scale, T, causal, lo, hi):
     Tk = dp.shape[1]
     zero = dp.dtype.type(0.0)
@@ -133,12 +131,66 @@ def _smax_bwd_rows(dp, p, scale, T, causal, lo, hi):
             drow[j] = zero
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _smax_bwd_par(dp, p, scale, T, causal, nt):
-    R = dp.shape[0]
-    k = max(1, min(nt, R))
-    for c in prange(k):
-        _smax_bwd_rows(dp, p, scale, T, causal, c * R // k, (c + 1) * R // k)
+# ---------------------------------------------------------------------------
+# 分块与切分：每段处理前导第 0 维的 [lo, hi)（训练时即批维），段内按因果分块调用 BLAS
+# ---------------------------------------------------------------------------
+
+
+def _row_blocks(T: int, Tk: int, causal: bool) -> list[tuple[int, int, int]]:
+    """(i0, i1, c)：第 [i0, i1) 行的查询只需要前 c 个键（因果时 c = min(i1, Tk)，否则 c = Tk）。"""
+    if not causal:
+        return [(0, T, Tk)]
+    return [(i0, min(T, i0 + _BLOCK), min(min(T, i0 + _BLOCK), Tk)) for i0 in range(0, T, _BLOCK)]
+
+
+def _col_blocks(T: int, Tk: int, causal: bool) -> list[tuple[int, int, int]]:
+    """(j0, j1, r0)：第 [j0, j1) 列的键只被第 r0 行及以后的查询看到（因果时 r0 = j0，否则 0）。"""
+    if not causal:
+        return [(0, Tk, 0)]
+    return [(j0, min(Tk, j0 + _BLOCK), j0) for j0 in range(0, Tk, _BLOCK)]
+
+
+def _fwd_part(q, k, v, s, out, scale, causal, lo, hi):
+    """第 [lo, hi) 段的前向：分数（只算因果下三角的块）→ 缩放·掩码·softmax → 加权求和。"""
+    T, Tk = s.shape[-2:]
+    q, k, v, sp, op = q[lo:hi], k[lo:hi], v[lo:hi], s[lo:hi], out[lo:hi]
+    blocks = _row_blocks(T, Tk, causal)
+    for i0, i1, c in blocks:
+        np.matmul(q[..., i0:i1, :], _t(k[..., :c, :]), out=sp[..., i0:i1, :c])
+    s2 = sp.reshape(-1, Tk)  # s 是 C 连续的，沿第 0 维切片后仍可无拷贝地摊平
+    _smax_fwd_rows(s2, scale, T, causal, 0, s2.shape[0])  # 被跳过的块在这里写成 0
+    for i0, i1, c in blocks:
+        np.matmul(sp[..., i0:i1, :c], v[..., :c, :], out=op[..., i0:i1, :])
+
+
+def _bwd_part(g, q, k, v, p, ds, dq, dk, dv, scale, causal, lo, hi):
+    """第 [lo, hi) 段的反向：dP 与 dq 按行块，dv 与 dk 按列块，都跳过因果上三角。"""
+    T, Tk = p.shape[-2:]
+    g, q, k, v, p, ds = g[lo:hi], q[lo:hi], k[lo:hi], v[lo:hi], p[lo:hi], ds[lo:hi]
+    dq, dk, dv = dq[lo:hi], dk[lo:hi], dv[lo:hi]
+    rows = _row_blocks(T, Tk, causal)
+    for i0, i1, c in rows:
+        np.matmul(g[..., i0:i1, :], _t(v[..., :c, :]), out=ds[..., i0:i1, :c])
+    ds2 = ds.reshape(-1, Tk)
+    _smax_bwd_rows(ds2, p.reshape(-1, Tk), scale, T, causal, 0, ds2.shape[0])  # 原地变成 dS·scale
+    for i0, i1, c in rows:
+        np.matmul(ds[..., i0:i1, :c], k[..., :c, :], out=dq[..., i0:i1, :])
+    for j0, j1, r0 in _col_blocks(T, Tk, causal):
+        if r0 >= T:  # 没有查询看得到这些键
+            dv[..., j0:j1, :] = 0
+            dk[..., j0:j1, :] = 0
+            continue
+        np.matmul(_t(p[..., r0:, j0:j1]), g[..., r0:, :], out=dv[..., j0:j1, :])
+        np.matmul(_t(ds[..., r0:, j0:j1]), q[..., r0:, :], out=dk[..., j0:j1, :])
+
+
+def _run(part: Callable[[int, int], None], n: int, work: int, min_work: int) -> None:
+    """工作量小（如生成时的单个新词元）或无法限制 BLAS 线程时在本线程一次做完，否则按第 0 维切给多个线程。"""
+    nt = backend.get_num_threads()  # 经模块属性读取，测试可以替换
+    if work < min_work or nt < 2 or n < 2 or not threads.available():
+        part(0, n)
+    else:
+        threads.run_parts(part, n, nt)
 
 
 # ---------------------------------------------------------------------------
@@ -162,45 +214,66 @@ def _check_qkv(q: object, k: object, v: object, op: str) -> tuple[np.ndarray, np
     return q, k, v
 
 
+def _check_out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, name: str, op: str) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
+        got = (getattr(out, "shape", None), getattr(out, "dtype", type(out).__name__))
+        raise ValueError(f"{op}：{name} 应为形状 {shape}、dtype {dtype} 的数组，收到 {got}")
+    return out
+
+
 def attention_fwd(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """缩放点积注意力前向，返回 (out, probs)。契约见模块说明。"""
+    """缩放点积注意力前向，返回 (out, probs)。契约见模块说明；给出 out 时结果写进它（可以是不连续的视图）。"""
     q, k, v = _check_qkv(q, k, v, _OP_FWD)
+    Tk, hv = k.shape[-2], v.shape[-1]
+    o = _check_out(out, (*q.shape[:-1], hv), q.dtype, "out", _OP_FWD)
     if not use_numba():
-        return attention_fwd_numpy(q, k, v, scale, causal)
-    s = np.matmul(q, _t(k))  # 新分配的 C 连续数组，原地变成 P
-    T, Tk = s.shape[-2:]
-    s2 = s.reshape(-1, Tk)
-    R = s2.shape[0]
-    run_split(
-        _smax_fwd_rows, _smax_fwd_par, R, s2, q.dtype.type(scale), T, bool(causal),
-        work=R * Tk, min_work=_PAR_MIN_FWD,
-    )
-    return np.matmul(s, v), s
+        res, probs = attention_fwd_numpy(q, k, v, scale, causal)
+        o[...] = res
+        return o, probs
+    s = np.empty((*q.shape[:-1], Tk), dtype=q.dtype)  # 原地变成 P
+    if q.ndim == 2:
+        q, k, v, s4, o4 = q[None], k[None], v[None], s[None], o[None]
+    else:
+        s4, o4 = s, o
+    sc = q.dtype.type(scale)
+    n = q.shape[0]
+    _run(lambda lo, hi: _fwd_part(q, k, v, s4, o4, sc, bool(causal), lo, hi), n, s.size, _PAR_MIN_FWD)
+    return o, s
 
 
 def attention_bwd(
     g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, scale: float,
-    causal: bool = True,
+    causal: bool = True, out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """缩放点积注意力反向，返回 (dq, dk, dv)。causal 只用来跳过被掩码的一半（P 在那里本来就是 0）。"""
+    """缩放点积注意力反向，返回 (dq, dk, dv)。
+
+    causal 用来跳过被掩码的块（P 在那里本来就是 0）；给出 out=(dq, dk, dv) 时结果写进这三个数组。
+    """
     q, k, v = _check_qkv(q, k, v, _OP_BWD)
     g = float_like(g, "grad", q.dtype, _OP_BWD)
     probs = float_like(probs, "probs", q.dtype, _OP_BWD)
-    T, Tk = q.shape[-2], k.shape[-2]
+    Tk = k.shape[-2]
     if g.shape != (*q.shape[:-1], v.shape[-1]) or probs.shape != (*q.shape[:-1], Tk):
         raise ValueError(f"{_OP_BWD}：grad {g.shape} 或 probs {probs.shape} 与 q {q.shape}、v {v.shape} 不匹配")
+    outs = out if out is not None else (None, None, None)
+    if len(outs) != 3:
+        raise ValueError(f"{_OP_BWD}：out 应为 (dq, dk, dv) 三个数组，收到 {len(outs)} 个")
+    dq = _check_out(outs[0], q.shape, q.dtype, "out[0] (dq)", _OP_BWD)
+    dk = _check_out(outs[1], k.shape, q.dtype, "out[1] (dk)", _OP_BWD)
+    dv = _check_out(outs[2], v.shape, q.dtype, "out[2] (dv)", _OP_BWD)
     if not use_numba():
-        return attention_bwd_numpy(g, q, k, v, probs, scale)
+        for o, res in zip((dq, dk, dv), attention_bwd_numpy(g, q, k, v, probs, scale)):
+            o[...] = res
+        return dq, dk, dv
     p = np.ascontiguousarray(probs)
-    dv = np.matmul(_t(p), g)
-    ds = np.matmul(g, _t(v))  # 新分配的 C 连续数组，原地变成 dS·scale
-    ds2 = ds.reshape(-1, Tk)
-    p2 = p.reshape(-1, Tk)
-    R = ds2.shape[0]
-    run_split(
-        _smax_bwd_rows, _smax_bwd_par, R, ds2, p2, q.dtype.type(scale), T, bool(causal),
-        work=R * Tk, min_work=_PAR_MIN_BWD,
-    )
-    return np.matmul(ds, k), np.matmul(_t(ds), q), dv
+    ds = np.empty_like(p)
+    arrs = (g, q, k, v, p, ds, dq, dk, dv)
+    if q.ndim == 2:
+        arrs = tuple(a[None] for a in arrs)
+    sc = q.dtype.type(scale)
+    _run(lambda lo, hi: _bwd_part(*arrs, sc, bool(causal), lo, hi), arrs[0].shape[0], p.size, _PAR_MIN_BWD)
+    return dq, dk, dv

@@ -35,12 +35,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 _USER_THREADING_LAYER = "NUMBA_THREADING_LAYER" in os.environ
+_MAIN_THREAD = threading.main_thread().ident
 
 ALLOWED_BACKENDS: tuple[str, ...] = ("numba", "numpy")
 ENV_VAR = "TINYTENSOR_BACKEND"
@@ -110,7 +112,7 @@ def run_split(serial: Any, parallel: Any, n: int, *args: Any, work: int, min_wor
     ``work < min_work`` 时调用 ``serial(*args, 0, n)``（处理第 [0, n) 行/元素/块），否则调用
     ``parallel(*args, get_num_threads())``。两个内核的前几个参数相同，只在这里写一次。
     """
-    if work < min_work:
+    if work < min_work or threading.get_ident() != _MAIN_THREAD:  # 并行内核只能从主线程启动（见 threads.py）
         serial(*args, 0, n)
     else:
         parallel(*args, get_num_threads())

@@ -179,7 +179,7 @@ def log_softmax_bwd_numpy(g: np.ndarray, y: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _ce_fwd_rows(loss, lse, logits, targets, ignore_index, lo, hi):
     V = logits.shape[1]
     buf = np.empty(V, logits.dtype)
@@ -209,7 +209,7 @@ def _ce_fwd_par(loss, lse, logits, targets, ignore_index, nt):
         _ce_fwd_rows(loss, lse, logits, targets, ignore_index, c * N // k, (c + 1) * N // k)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _ce_bwd_rows(dlogits, logits, targets, lse, row_scale, ignore_index, lo, hi):
     V = logits.shape[1]
     for i in range(lo, hi):
@@ -238,7 +238,7 @@ def _ce_bwd_par(dlogits, logits, targets, lse, row_scale, ignore_index, nt):
         _ce_bwd_rows(dlogits, logits, targets, lse, row_scale, ignore_index, c * N // k, (c + 1) * N // k)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _softmax_fwd_rows(y, x, lo, hi):
     V = x.shape[1]
     for i in range(lo, hi):
@@ -265,7 +265,7 @@ def _softmax_fwd_par(y, x, nt):
         _softmax_fwd_rows(y, x, c * N // k, (c + 1) * N // k)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _log_softmax_fwd_rows(y, x, lo, hi):
     V = x.shape[1]
     for i in range(lo, hi):
@@ -294,7 +294,7 @@ def _log_softmax_fwd_par(y, x, nt):
         _log_softmax_fwd_rows(y, x, c * N // k, (c + 1) * N // k)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _softmax_bwd_rows(dx, g, y, lo, hi):
     V = y.shape[1]
     for i in range(lo, hi):
@@ -314,7 +314,7 @@ def _softmax_bwd_par(dx, g, y, nt):
         _softmax_bwd_rows(dx, g, y, c * N // k, (c + 1) * N // k)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _log_softmax_bwd_rows(dx, g, y, lo, hi):
     V = y.shape[1]
     for i in range(lo, hi):

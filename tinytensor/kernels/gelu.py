@@ -77,7 +77,7 @@ def gelu_bwd_numpy(g: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _gelu_fwd_range(y, t, x, lo, hi):
     """串行处理第 [lo, hi) 个元素。"""
     c = x.dtype.type(SQRT_2_OVER_PI)
@@ -101,7 +101,7 @@ def _gelu_fwd_par(y, t, x, nt):
         _gelu_fwd_range(y, t, x, c * n // m, (c + 1) * n // m)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _gelu_bwd_range(dx, g, x, t, lo, hi):
     """串行处理第 [lo, hi) 个元素。"""
     c = x.dtype.type(SQRT_2_OVER_PI)

@@ -100,7 +100,7 @@ def layer_norm_bwd_numpy(
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _ln_fwd_rows(y, mean, rstd, x, w, b, eps, lo, hi):
     """串行处理第 [lo, hi) 行；只写这些行的 y、mean、rstd。"""
     C = x.shape[1]
@@ -126,7 +126,7 @@ def _ln_fwd_par(y, mean, rstd, x, w, b, eps, nt):
         _ln_fwd_rows(y, mean, rstd, x, w, b, eps, c * N // k, (c + 1) * N // k)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _ln_bwd_blocks(dx, dw_part, db_part, g, x, w, mean, rstd, rows, need_wb, blo, bhi):
     """串行处理第 [blo, bhi) 块（每块 rows 行）；只写这些块的 dx 行与 dw_part、db_part 行。"""
     N, C = x.shape

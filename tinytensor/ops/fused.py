@@ -12,6 +12,8 @@ import numpy as np
 
 from .. import kernels
 from ..autograd import Function
+from ..kernels import threads
+from ..kernels.threads import matmul as _mm2
 
 
 class LayerNorm(Function):
@@ -96,11 +98,14 @@ class Gelu(Function):
         return kernels.gelu_bwd(g, x, t)
 
 
-def attention_core_fwd(q, k, v, scale, is_causal=False, dropout_mask=None, attn_mask=None):
-    """注意力的数组级前向，返回 (out, P)。无掩码、无 dropout 时交给融合内核，否则用 NumPy 逐步计算。"""
+def attention_core_fwd(q, k, v, scale, is_causal=False, dropout_mask=None, attn_mask=None, out=None):
+    """注意力的数组级前向，返回 (out, P)。无掩码、无 dropout 时交给融合内核，否则用 NumPy 逐步计算。
+
+    给出 out（可以是不连续的视图）时结果写进它，省掉调用方再拷贝一次。
+    """
     if attn_mask is None and dropout_mask is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
         # 常见情形（训练时 dropout 为 0、生成时单个新词元）：内核融合“缩放·掩码·softmax”
-        return kernels.attention_fwd(q, k, v, scale, is_causal)
+        return kernels.attention_fwd(q, k, v, scale, is_causal, out=out)
     scores = np.matmul(q, np.swapaxes(k, -1, -2))
     scores *= np.asarray(scale, dtype=scores.dtype)
     tq, tk = q.shape[-2], k.shape[-2]
@@ -121,13 +126,13 @@ def attention_core_fwd(q, k, v, scale, is_causal=False, dropout_mask=None, attn_
     if not np.all(denom > 0):
         p = np.where(denom > 0, p, np.zeros((), dtype=p.dtype))
     pd = p * dropout_mask if dropout_mask is not None else p
-    return np.matmul(pd, v), p
+    return np.matmul(pd, v, out=out), p
 
 
-def attention_core_bwd(g, q, k, v, p, scale, is_causal=False, dropout_mask=None, fused=False):
-    """注意力的数组级反向，返回 (dq, dk, dv)。"""
+def attention_core_bwd(g, q, k, v, p, scale, is_causal=False, dropout_mask=None, fused=False, out=None):
+    """注意力的数组级反向，返回 (dq, dk, dv)；给出 out=(dq, dk, dv) 时写进这三个数组。"""
     if fused:
-        return kernels.attention_bwd(g, q, k, v, p, scale, is_causal)
+        return kernels.attention_bwd(g, q, k, v, p, scale, is_causal, out=out)
     s = np.asarray(scale, dtype=g.dtype)
     pd = p * dropout_mask if dropout_mask is not None else p
     dv = np.matmul(np.swapaxes(pd, -1, -2), g)
@@ -136,7 +141,12 @@ def attention_core_bwd(g, q, k, v, p, scale, is_causal=False, dropout_mask=None,
         dp *= dropout_mask
     ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
     ds *= s
-    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
+    res = np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
+    if out is None:
+        return res
+    for o, r in zip(out, res):
+        o[...] = r
+    return out
 
 
 def _uses_kernel(q, k, v, dropout_mask, attn_mask) -> bool:
@@ -185,31 +195,32 @@ class CausalSelfAttention(Function):
         nh, hs = n_heads, c // n_heads
         w = np.concatenate([wq, wk, wv], axis=0)  # (3C, C_in)
         x2 = x.reshape(-1, c_in)
-        qkv = x2 @ w.T  # (B·T, 3C)
+        qkv = _mm2(x2, w.T)  # (B·T, 3C)
         if biases:
             qkv += np.concatenate(biases)
         heads = qkv.reshape(b_, t, 3, nh, hs).transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         q, k, v = heads[0], heads[1], heads[2]
         s = 1.0 / math.sqrt(hs)
-        out, p = attention_core_fwd(q, k, v, s, True, dropout_mask)
+        y = np.empty((b_, t, c), dtype=x.dtype)  # 各头的结果直接写成合并后的 (B, T, nh·hs) 布局
+        y4 = y.reshape(b_, t, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs) 视图
+        _, p = attention_core_fwd(q, k, v, s, True, dropout_mask, out=y4)
         ctx.save_for_backward(x2, w, q, k, v, p, dropout_mask)
         ctx.shape, ctx.scale, ctx.n_bias = (b_, t, c, nh, hs), s, len(biases)
         ctx.fused = dropout_mask is None
-        return out.transpose(0, 2, 1, 3).reshape(b_, t, c)  # (B, T, C)
+        return y  # (B, T, C)
 
     @staticmethod
     def backward(ctx, g):
         x2, w, q, k, v, p, dmask = ctx.saved_tensors
         b_, t, c, nh, hs = ctx.shape
         g4 = g.reshape(b_, t, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
-        dq, dk, dv = attention_core_bwd(g4, q, k, v, p, ctx.scale, True, dmask, ctx.fused)
-        dqkv = np.empty((b_, t, 3, nh, hs), dtype=g.dtype)
-        for i, d in enumerate((dq, dk, dv)):
-            dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
+        dqkv = np.empty((b_, t, 3, nh, hs), dtype=g.dtype)  # dq、dk、dv 直接写进拼接后的布局
+        outs = tuple(dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # 各为 (B, nh, T, hs) 视图
+        attention_core_bwd(g4, q, k, v, p, ctx.scale, True, dmask, ctx.fused, out=outs)
         dqkv = dqkv.reshape(-1, 3 * c)  # (B·T, 3C)
         need = ctx.needs_input_grad
-        dx = (dqkv @ w).reshape(b_, t, -1) if need[0] else None
-        dw = dqkv.T @ x2 if any(need[1:4]) else None  # (3C, C_in)
+        dx = _mm2(dqkv, w).reshape(b_, t, -1) if need[0] else None
+        dw = _mm2(dqkv.T, x2) if any(need[1:4]) else None  # (3C, C_in)
         grads = [dx]
         grads += [dw[i * c : (i + 1) * c] if dw is not None else None for i in range(3)]
         if ctx.n_bias:
@@ -242,28 +253,51 @@ class LinearCrossEntropy(Function):
             raise RuntimeError("linear_cross_entropy 需要梯度时只支持 reduction='mean' 或 'sum'")
         loss_rows = np.empty(n, dtype=x.dtype)
         dx = np.empty_like(x) if need[0] else None
-        dw = np.zeros_like(w) if need_grad and need[1] else None
-        db = np.zeros_like(b) if (need_grad and b is not None and need[2]) else None
+        want_dw = need_grad and need[1]
+        want_db = need_grad and b is not None and need[2]
         safe = np.where(valid, targets, 0) if not valid.all() else targets
         row_scale = np.where(valid, np.asarray(scale, dtype=x.dtype), np.zeros((), dtype=x.dtype))
-        # 各块共用的梯度缓冲区（不原地写回 logits：别名会让内核退回标量循环）
-        gbuf = np.empty((min(chunk, n), w.shape[0]), dtype=x.dtype) if need_grad else None
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            xc = x[lo:hi]
-            logits = xc @ w.T  # (chunk, V)
-            if b is not None:
-                logits += b
-            rows, lse = kernels.cross_entropy_fwd(logits, targets[lo:hi], ignore_index)
-            loss_rows[lo:hi] = rows
-            if need_grad:
-                g = kernels.cross_entropy_bwd(logits, safe[lo:hi], lse, row_scale[lo:hi], out=gbuf[: hi - lo])
-                if dx is not None:
-                    dx[lo:hi] = g @ w
-                if dw is not None:
-                    dw += g.T @ xc
-                if db is not None:
-                    db += g.sum(axis=0)
+        starts = range(0, n, chunk)
+        # 各块交给几个线程（每个线程一段连续的块、单线程 BLAS），每段把 dW、db 累加到自己的缓冲区，最后相加
+        nt = threads.num_threads() if threads.available() and n * x.shape[1] * w.shape[0] >= 1 << 24 else 1
+        k = max(1, min(nt, len(starts)))
+        dws = [np.zeros_like(w) if want_dw else None for _ in range(k)]
+        dbs = [np.zeros_like(b) if want_db else None for _ in range(k)]
+        first = [j * len(starts) // k for j in range(k)]  # 各段的第一块（与 run_parts 的切法相同）
+
+        def part(c0: int, c1: int) -> None:
+            i = first.index(c0)  # 第几段
+            dw_i, db_i = dws[i], dbs[i]
+            # 本段各块共用的梯度缓冲区（不原地写回 logits：别名会让内核退回标量循环）
+            gbuf = np.empty((min(chunk, n), w.shape[0]), dtype=x.dtype) if need_grad else None
+            for lo in starts[c0:c1]:
+                hi = min(n, lo + chunk)
+                xc = x[lo:hi]
+                logits = xc @ w.T  # (chunk, V)
+                if b is not None:
+                    logits += b
+                rows, lse = kernels.cross_entropy_fwd(logits, targets[lo:hi], ignore_index)
+                loss_rows[lo:hi] = rows
+                if need_grad:
+                    g = kernels.cross_entropy_bwd(logits, safe[lo:hi], lse, row_scale[lo:hi], out=gbuf[: hi - lo])
+                    if dx is not None:
+                        np.matmul(g, w, out=dx[lo:hi])
+                    if dw_i is not None:
+                        dw_i += g.T @ xc
+                    if db_i is not None:
+                        db_i += g.sum(axis=0)
+
+        if k == 1:
+            part(0, len(starts))
+        else:
+            threads.run_parts(part, len(starts), k)
+        dw = dws[0]
+        db = dbs[0]
+        for i in range(1, k):
+            if dw is not None:
+                dw += dws[i]
+            if db is not None:
+                db += dbs[i]
         ctx.save_for_backward(dx, dw, db, row_scale)
         ctx.dtype = x.dtype
         if reduction == "none":

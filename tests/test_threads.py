@@ -1,0 +1,95 @@
+"""tinytensor.kernels.threads：切段并行、BLAS 单线程的进程级设置、按行/列切分的矩阵乘。"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from tinytensor.kernels import backend, threads
+
+needs_blas_control = pytest.mark.skipif(not threads.available(), reason="threadpoolctl 找不到可设置的 BLAS")
+
+
+def _numpy_blas_threads() -> list[int]:
+    return [lib.num_threads for lib in threads._blas_libs()]
+
+
+@pytest.mark.parametrize(("n", "nt"), [(1, 4), (5, 1), (5, 2), (7, 3), (3, 8)])
+def test_run_parts_covers_range_once(n: int, nt: int) -> None:
+    seen: list[tuple[int, int, str]] = []
+    lock = threading.Lock()
+
+    def part(lo: int, hi: int) -> None:
+        with lock:
+            seen.append((lo, hi, threading.current_thread().name))
+
+    threads.run_parts(part, n, nt)
+    covered = sorted(i for lo, hi, _ in seen for i in range(lo, hi))
+    assert covered == list(range(n))
+    assert len(seen) == min(n, nt)
+    assert all(lo < hi for lo, hi, _ in seen)
+    main = threading.current_thread().name  # 第 0 段在调用者线程，其余在线程池
+    assert [name == main for lo, _, name in sorted(seen)] == [True] + [False] * (len(seen) - 1)
+
+
+@pytest.mark.parametrize("bad", [0, 1])
+def test_exception_in_any_part_propagates(bad: int) -> None:
+    done = []
+
+    def part(lo: int, hi: int) -> None:
+        if lo == bad * 3:
+            raise KeyError(f"段 {lo}")
+        done.append(lo)
+
+    with pytest.raises(KeyError, match=f"段 {bad * 3}"):
+        threads.run_parts(part, 6, 2)
+    assert done == [3 - bad * 3]  # 另一段照常跑完
+
+
+@needs_blas_control
+def test_claim_sets_numpy_blas_to_one_thread_and_release_restores() -> None:
+    threads.release_blas()
+    before = _numpy_blas_threads()
+    threads.run_parts(lambda lo, hi: None, 4, 2)  # 真正切分时才设置
+    assert _numpy_blas_threads() == [1] * len(before)
+    threads.claim_blas()  # 重复调用无副作用
+    threads.release_blas()
+    assert _numpy_blas_threads() == before
+    threads.claim_blas()
+    assert _numpy_blas_threads() == [1] * len(before)
+
+
+@needs_blas_control
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("m", "k", "n", "layout"),
+    [(300, 200, 400, "nn"), (301, 257, 129, "tn"), (512, 96, 300, "nt"), (3, 700, 2000, "nt"), (1, 1500, 3001, "nn"),
+     (8, 8, 8, "nn")],  # fmt: skip
+)
+def test_split_matmul_matches_numpy(monkeypatch: pytest.MonkeyPatch, dtype, m, k, n, layout) -> None:
+    """按行（m 大）或按列（m 小，如生成时的矩阵-向量乘）切分，a/b 为转置视图时也与 np.matmul 一致。
+
+    不要求逐位相同：OpenBLAS 对不同的行数选用不同的尾部内核，它自己 1 线程与 2 线程的结果也差在末位。
+    """
+    monkeypatch.setattr(threads, "MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(backend, "get_num_threads", lambda: 3)
+    rng = np.random.default_rng(m * n)
+    a = rng.standard_normal((k, m)).astype(dtype).T if layout[0] == "t" else rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype).T if layout[1] == "t" else rng.standard_normal((k, n)).astype(dtype)
+    want = np.matmul(a, b)
+    tol = dict(rtol=1e-5, atol=1e-5 * np.sqrt(k)) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12 * np.sqrt(k))
+    np.testing.assert_allclose(threads.matmul(a, b), want, **tol)
+    out = np.empty((m, n), dtype=dtype)
+    assert threads.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, want, **tol)
+
+
+def test_parallel_kernels_fall_back_to_serial_off_the_main_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba 的 workqueue 线程层只能从主线程启动并行内核：在线程池里调用时 run_split 走串行内核。"""
+    calls = []
+    serial = lambda *a: calls.append(("serial", threading.current_thread() is threading.main_thread()))  # noqa: E731
+    parallel = lambda *a: calls.append(("parallel", threading.current_thread() is threading.main_thread()))  # noqa: E731
+    threads.run_parts(lambda lo, hi: backend.run_split(serial, parallel, 10, work=100, min_work=0), 2, 2)
+    assert sorted(calls) == [("parallel", True), ("serial", False)]
