@@ -858,6 +858,44 @@ def test_attention_threaded_split_is_bitwise_identical(monkeypatch: pytest.Monke
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=needs_numba) for p in ("blocks", "threads")] + ["numpy"])
+def test_attention_dropout_mask(monkeypatch: pytest.MonkeyPatch, dtype, causal, path) -> None:
+    """dmask（0 或 1/(1-p)，作用在 P 上）：内核（因果分块、切给线程）与参考一致，参考与 torch 自动求导一致。"""
+    from tinytensor.kernels import attention
+
+    rng = rng_for("att-dropout", dtype, causal, path)
+    q, k, v = qkv(rng, (3, 2), 19, 19, 6, dtype, strided=True)
+    g = rng.standard_normal((3, 2, 19, 6)).astype(dtype)
+    dm = ((rng.random((3, 2, 19, 19)) >= 0.3) / 0.7).astype(dtype)
+    if path == "blocks":
+        monkeypatch.setattr(attention, "_BLOCK", 5)
+    if path == "threads":
+        for name in ("_PAR_MIN_FWD", "_PAR_MIN_BWD"):
+            monkeypatch.setattr(attention, name, 0)
+    with backend_scope("numpy" if path == "numpy" else "numba"):
+        out, probs = K.attention_fwd(q, k, v, 0.4, causal, dmask=dm)
+        grads = K.attention_bwd(g, q, k, v, probs, 0.4, causal, dmask=dm)
+    out_r, probs_r = K.attention_fwd_numpy(q, k, v, 0.4, causal, dm)
+    close(out, out_r, dtype, k=4)
+    close(probs, probs_r, dtype, k=4)  # probs 是 dropout 之前的 P
+    for got, want in zip(grads, K.attention_bwd_numpy(g, q, k, v, probs_r, 0.4, dm)):
+        close(got, want, dtype, k=4)
+    torch = pytest.importorskip("torch")
+    qt, kt, vt = (torch.tensor(np.ascontiguousarray(a), dtype=torch.float64, requires_grad=True) for a in (q, k, v))
+    st = qt @ kt.transpose(-1, -2) * 0.4
+    if causal:
+        st = st.masked_fill(torch.ones(19, 19, dtype=torch.bool).triu(1), float("-inf"))
+    ot = (torch.softmax(st, -1) * torch.tensor(dm, dtype=torch.float64)) @ vt
+    ot.backward(torch.tensor(g, dtype=torch.float64))
+    close(out_r, ot.detach().numpy().astype(dtype), dtype, k=4)
+    for got, t in zip(grads, (qt, kt, vt)):
+        close(got, t.grad.numpy().astype(dtype), dtype, k=4)
+    with pytest.raises(ValueError, match="dmask"):
+        K.attention_fwd(q, k, v, 0.4, causal, dmask=dm[:, :1])
+
+
 @needs_numba
 def test_attention_writes_into_out_views() -> None:
     """out= 可以是不连续的视图（模型里直接写成 (B, T, nh·hs) 与拼接的 dqkv 布局），结果与不给 out 时相同。"""

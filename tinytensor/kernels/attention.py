@@ -61,9 +61,9 @@ def _t(a: np.ndarray) -> np.ndarray:
 
 
 def attention_fwd_numpy(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True, dmask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """注意力前向的 NumPy 参考实现，返回 (out, probs)。"""
+    """注意力前向的 NumPy 参考实现，返回 (out, probs)；probs 是 dropout 之前的 P。"""
     dt = q.dtype.type
     s = np.matmul(q, _t(k))
     s *= dt(scale)
@@ -74,16 +74,19 @@ def attention_fwd_numpy(
     np.exp(s, out=s)
     denom = s.sum(axis=-1, keepdims=True, dtype=np.float64).astype(q.dtype)
     s *= np.ones((), q.dtype) / denom
-    return np.matmul(s, v), s
+    return np.matmul(s if dmask is None else s * dmask, v), s
 
 
 def attention_bwd_numpy(
-    g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, scale: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, scale: float,
+    dmask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """注意力反向的 NumPy 参考实现，返回 (dq, dk, dv)。"""
     dt = q.dtype.type
-    dv = np.matmul(_t(probs), g)
+    dv = np.matmul(_t(probs if dmask is None else probs * dmask), g)
     dp = np.matmul(g, _t(v))
+    if dmask is not None:
+        dp *= dmask
     d = (dp * probs).sum(axis=-1, keepdims=True, dtype=np.float64).astype(q.dtype)
     ds = probs * (dp - d)
     ds *= dt(scale)
@@ -150,27 +153,32 @@ def _col_blocks(T: int, Tk: int, causal: bool) -> list[tuple[int, int, int]]:
     return [(j0, min(Tk, j0 + _BLOCK), j0) for j0 in range(0, Tk, _BLOCK)]
 
 
-def _fwd_part(q, k, v, s, out, scale, causal, lo, hi):
-    """第 [lo, hi) 段的前向：分数（只算因果下三角的块）→ 缩放·掩码·softmax → 加权求和。"""
+def _fwd_part(q, k, v, s, out, dm, scale, causal, lo, hi):
+    """第 [lo, hi) 段的前向：分数（只算因果下三角的块）→ 缩放·掩码·softmax →（dropout）→ 加权求和。"""
     T, Tk = s.shape[-2:]
     q, k, v, sp, op = q[lo:hi], k[lo:hi], v[lo:hi], s[lo:hi], out[lo:hi]
+    dm = None if dm is None else dm[lo:hi]
     blocks = _row_blocks(T, Tk, causal)
     for i0, i1, c in blocks:
         np.matmul(q[..., i0:i1, :], _t(k[..., :c, :]), out=sp[..., i0:i1, :c])
     s2 = sp.reshape(-1, Tk)  # s 是 C 连续的，沿第 0 维切片后仍可无拷贝地摊平
     _smax_fwd_rows(s2, scale, T, causal, 0, s2.shape[0])  # 被跳过的块在这里写成 0
     for i0, i1, c in blocks:
-        np.matmul(sp[..., i0:i1, :c], v[..., :c, :], out=op[..., i0:i1, :])
+        pb = sp[..., i0:i1, :c] if dm is None else sp[..., i0:i1, :c] * dm[..., i0:i1, :c]
+        np.matmul(pb, v[..., :c, :], out=op[..., i0:i1, :])
 
 
-def _bwd_part(g, q, k, v, p, ds, dq, dk, dv, scale, causal, lo, hi):
+def _bwd_part(g, q, k, v, p, ds, dq, dk, dv, dm, scale, causal, lo, hi):
     """第 [lo, hi) 段的反向：dP 与 dq 按行块，dv 与 dk 按列块，都跳过因果上三角。"""
     T, Tk = p.shape[-2:]
     g, q, k, v, p, ds = g[lo:hi], q[lo:hi], k[lo:hi], v[lo:hi], p[lo:hi], ds[lo:hi]
     dq, dk, dv = dq[lo:hi], dk[lo:hi], dv[lo:hi]
+    dm = None if dm is None else dm[lo:hi]
     rows = _row_blocks(T, Tk, causal)
     for i0, i1, c in rows:
         np.matmul(g[..., i0:i1, :], _t(v[..., :c, :]), out=ds[..., i0:i1, :c])
+        if dm is not None:  # dL/dP = (g vᵀ) ⊙ M
+            ds[..., i0:i1, :c] *= dm[..., i0:i1, :c]
     ds2 = ds.reshape(-1, Tk)
     _smax_bwd_rows(ds2, p.reshape(-1, Tk), scale, T, causal, 0, ds2.shape[0])  # 原地变成 dS·scale
     for i0, i1, c in rows:
@@ -180,7 +188,8 @@ def _bwd_part(g, q, k, v, p, ds, dq, dk, dv, scale, causal, lo, hi):
             dv[..., j0:j1, :] = 0
             dk[..., j0:j1, :] = 0
             continue
-        np.matmul(_t(p[..., r0:, j0:j1]), g[..., r0:, :], out=dv[..., j0:j1, :])
+        pb = p[..., r0:, j0:j1] if dm is None else p[..., r0:, j0:j1] * dm[..., r0:, j0:j1]
+        np.matmul(_t(pb), g[..., r0:, :], out=dv[..., j0:j1, :])
         np.matmul(_t(ds[..., r0:, j0:j1]), q[..., r0:, :], out=dk[..., j0:j1, :])
 
 
@@ -223,31 +232,41 @@ def _check_out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, 
     return out
 
 
+def _check_dmask(dmask: object, shape: tuple[int, ...], dtype: np.dtype, op: str) -> np.ndarray | None:
+    if dmask is None:
+        return None
+    m = float_like(dmask, "dmask", dtype, op)
+    if m.shape != shape:
+        raise ValueError(f"{op}：dropout 掩码 dmask 的形状应为 {shape}（与 P 相同），收到 {m.shape}")
+    return m
+
+
 def attention_fwd(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True, out: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True, out: np.ndarray | None = None,
+    dmask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """缩放点积注意力前向，返回 (out, probs)。契约见模块说明；给出 out 时结果写进它（可以是不连续的视图）。"""
     q, k, v = _check_qkv(q, k, v, _OP_FWD)
     Tk, hv = k.shape[-2], v.shape[-1]
     o = _check_out(out, (*q.shape[:-1], hv), q.dtype, "out", _OP_FWD)
+    dmask = _check_dmask(dmask, (*q.shape[:-1], Tk), q.dtype, _OP_FWD)
     if not use_numba():
-        res, probs = attention_fwd_numpy(q, k, v, scale, causal)
+        res, probs = attention_fwd_numpy(q, k, v, scale, causal, dmask)
         o[...] = res
         return o, probs
     s = np.empty((*q.shape[:-1], Tk), dtype=q.dtype)  # 原地变成 P
+    arrs = (q, k, v, s, o, dmask)
     if q.ndim == 2:
-        q, k, v, s4, o4 = q[None], k[None], v[None], s[None], o[None]
-    else:
-        s4, o4 = s, o
+        arrs = tuple(None if a is None else a[None] for a in arrs)
     sc = q.dtype.type(scale)
-    n = q.shape[0]
-    _run(lambda lo, hi: _fwd_part(q, k, v, s4, o4, sc, bool(causal), lo, hi), n, s.size, _PAR_MIN_FWD)
+    _run(lambda lo, hi: _fwd_part(*arrs, sc, bool(causal), lo, hi), arrs[0].shape[0], s.size, _PAR_MIN_FWD)
     return o, s
 
 
 def attention_bwd(
     g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, scale: float,
     causal: bool = True, out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    dmask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """缩放点积注意力反向，返回 (dq, dk, dv)。
 
@@ -265,15 +284,16 @@ def attention_bwd(
     dq = _check_out(outs[0], q.shape, q.dtype, "out[0] (dq)", _OP_BWD)
     dk = _check_out(outs[1], k.shape, q.dtype, "out[1] (dk)", _OP_BWD)
     dv = _check_out(outs[2], v.shape, q.dtype, "out[2] (dv)", _OP_BWD)
+    dmask = _check_dmask(dmask, probs.shape, q.dtype, _OP_BWD)
     if not use_numba():
-        for o, res in zip((dq, dk, dv), attention_bwd_numpy(g, q, k, v, probs, scale)):
+        for o, res in zip((dq, dk, dv), attention_bwd_numpy(g, q, k, v, probs, scale, dmask)):
             o[...] = res
         return dq, dk, dv
     p = np.ascontiguousarray(probs)
     ds = np.empty_like(p)
-    arrs = (g, q, k, v, p, ds, dq, dk, dv)
+    arrs = (g, q, k, v, p, ds, dq, dk, dv, dmask)
     if q.ndim == 2:
-        arrs = tuple(a[None] for a in arrs)
+        arrs = tuple(None if a is None else a[None] for a in arrs)
     sc = q.dtype.type(scale)
     _run(lambda lo, hi: _bwd_part(*arrs, sc, bool(causal), lo, hi), arrs[0].shape[0], p.size, _PAR_MIN_BWD)
     return dq, dk, dv

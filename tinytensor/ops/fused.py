@@ -103,9 +103,9 @@ def attention_core_fwd(q, k, v, scale, is_causal=False, dropout_mask=None, attn_
 
     给出 out（可以是不连续的视图）时结果写进它，省掉调用方再拷贝一次。
     """
-    if attn_mask is None and dropout_mask is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
-        # 常见情形（训练时 dropout 为 0、生成时单个新词元）：内核融合“缩放·掩码·softmax”
-        return kernels.attention_fwd(q, k, v, scale, is_causal, out=out)
+    if _uses_kernel(q, k, v, dropout_mask, attn_mask):
+        # 常见情形（训练、生成时单个新词元）：内核融合“缩放·掩码·softmax”，dropout 掩码在加权求和前乘上
+        return kernels.attention_fwd(q, k, v, scale, is_causal, out=out, dmask=dropout_mask)
     scores = np.matmul(q, np.swapaxes(k, -1, -2))
     scores *= np.asarray(scale, dtype=scores.dtype)
     tq, tk = q.shape[-2], k.shape[-2]
@@ -132,7 +132,7 @@ def attention_core_fwd(q, k, v, scale, is_causal=False, dropout_mask=None, attn_
 def attention_core_bwd(g, q, k, v, p, scale, is_causal=False, dropout_mask=None, fused=False, out=None):
     """注意力的数组级反向，返回 (dq, dk, dv)；给出 out=(dq, dk, dv) 时写进这三个数组。"""
     if fused:
-        return kernels.attention_bwd(g, q, k, v, p, scale, is_causal, out=out)
+        return kernels.attention_bwd(g, q, k, v, p, scale, is_causal, out=out, dmask=dropout_mask)
     s = np.asarray(scale, dtype=g.dtype)
     pd = p * dropout_mask if dropout_mask is not None else p
     dv = np.matmul(np.swapaxes(pd, -1, -2), g)
@@ -150,7 +150,10 @@ def attention_core_bwd(g, q, k, v, p, scale, is_causal=False, dropout_mask=None,
 
 
 def _uses_kernel(q, k, v, dropout_mask, attn_mask) -> bool:
-    return attn_mask is None and dropout_mask is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+    """没有额外掩码、前导维相同（不广播）、dropout 掩码与 P 同形状时用融合内核。"""
+    if attn_mask is not None or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        return False
+    return dropout_mask is None or dropout_mask.shape == (*q.shape[:-1], k.shape[-2])
 
 
 class ScaledDotProductAttention(Function):
@@ -206,7 +209,7 @@ class CausalSelfAttention(Function):
         _, p = attention_core_fwd(q, k, v, s, True, dropout_mask, out=y4)
         ctx.save_for_backward(x2, w, q, k, v, p, dropout_mask)
         ctx.shape, ctx.scale, ctx.n_bias = (b_, t, c, nh, hs), s, len(biases)
-        ctx.fused = dropout_mask is None
+        ctx.fused = _uses_kernel(q, k, v, dropout_mask, None)
         return y  # (B, T, C)
 
     @staticmethod
