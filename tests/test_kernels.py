@@ -385,10 +385,16 @@ def test_cross_entropy_kernel_matches_reference(dtype, shape, layout) -> None:
         loss, lse = K.cross_entropy_fwd(logits, targets, -100)
         d = K.cross_entropy_bwd(logits, targets, lse, row_scale, -100)
         d_scalar = K.cross_entropy_bwd(logits, targets, lse, 0.5, -100)
+        fused = K.cross_entropy_fwd_bwd(logits, targets, row_scale, -100)
     loss_r, lse_r = K.cross_entropy_fwd_numpy(logits, targets, -100)
     close(loss, loss_r, dtype, k=4)
     close(lse, lse_r, dtype, k=4)
-    close(d, K.cross_entropy_bwd_numpy(logits, targets, lse_r, row_scale, -100), dtype, k=4)
+    d_r = K.cross_entropy_bwd_numpy(logits, targets, lse_r, row_scale, -100)
+    close(d, d_r, dtype, k=4)
+    for got, want in zip(fused, (loss_r, lse_r, d_r)):  # 前向 + 反向一次做完（每个元素一次 exp）
+        close(got, want, dtype, k=4)
+    for got, want in zip(fused, K.cross_entropy_fwd_bwd_numpy(logits, targets, row_scale, -100)):
+        close(got, want, dtype, k=4)
     half = np.full(N, 0.5, dtype)
     close(d_scalar, K.cross_entropy_bwd_numpy(logits, targets, lse_r, half, -100), dtype, k=4)
     ignored = targets == -100
@@ -415,6 +421,11 @@ def test_cross_entropy_bwd_in_place_equals_out_of_place(backend, shape) -> None:
         np.testing.assert_array_equal(got, want)
         with pytest.raises(ValueError, match="out"):
             K.cross_entropy_bwd(logits, targets, lse, row_scale, -100, out=np.empty((N, V + 1), np.float32))
+        fbuf = np.full((N, V), np.nan, np.float32)
+        assert K.cross_entropy_fwd_bwd(logits, targets, row_scale, -100, out=fbuf)[2] is fbuf
+        np.testing.assert_allclose(fbuf, want, rtol=1e-5, atol=1e-7)
+        with pytest.raises(ValueError, match="out"):
+            K.cross_entropy_fwd_bwd(logits, targets, row_scale, -100, out=np.empty((N, V), np.float64))
 
 
 @needs_numba
@@ -504,8 +515,11 @@ def test_cross_entropy_extreme_logits_no_nan(backend, dtype) -> None:
         d = K.cross_entropy_bwd(logits, targets, lse, 1.0 / N)
         y = K.softmax_fwd(logits)
         ly = K.log_softmax_fwd(logits)
-    for a in (loss, lse, d, y, ly):
+        f_loss, _, f_d = K.cross_entropy_fwd_bwd(logits, targets, 1.0 / N)
+    for a in (loss, lse, d, y, ly, f_loss, f_d):
         assert not np.isnan(a).any()
+    close(f_loss, loss, dtype, k=4)
+    close(f_d, d, dtype, k=4)
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(d))
     try:
         import torch
@@ -536,8 +550,13 @@ def test_masked_rows_no_nan(backend, dtype) -> None:
         y = K.softmax_fwd(logits)
         ly = K.log_softmax_fwd(logits)
         dly = K.log_softmax_bwd(np.ones_like(ly), ly)
-    for a in (loss, d, y, ly, dly):
+        f_loss, f_lse, f_d = K.cross_entropy_fwd_bwd(logits, targets, 0.25)
+    for a in (loss, d, y, ly, dly, f_loss, f_d):
         assert not np.isnan(a).any()
+    np.testing.assert_array_equal(f_loss[[0, 2, 3]], loss[[0, 2, 3]])  # 0、+inf、+inf
+    np.testing.assert_array_equal(f_lse[[0, 2]], lse[[0, 2]])
+    np.testing.assert_array_equal(f_d[[0, 2]], d[[0, 2]])  # 被忽略的行全 0；整行屏蔽时为 −onehot·0.25
+    np.testing.assert_allclose(f_d, d, rtol=1e-6, atol=1e-7)
     assert loss[0] == 0 and np.all(d[0] == 0)
     assert lse[0] == -np.inf and lse[2] == -np.inf
     assert loss[2] == np.inf and loss[3] == np.inf
@@ -991,6 +1010,7 @@ def all_kernel_outputs() -> dict[str, np.ndarray]:
         t[::7] = -100
         loss, lse = K.cross_entropy_fwd(logits, t)
         dl = K.cross_entropy_bwd(logits, t, lse, 1.0 / N)
+        fl, flse, fdl = K.cross_entropy_fwd_bwd(logits, t, 1.0 / N)
         sm = K.softmax_fwd(logits)
         lsm = K.log_softmax_fwd(logits)
         dsm = K.softmax_bwd(logits, sm)
@@ -1014,7 +1034,8 @@ def all_kernel_outputs() -> dict[str, np.ndarray]:
         assert np.array_equal(K.layer_norm_bwd(g, x, w, m, r)[1], dw)
         assert np.array_equal(K.cross_entropy_fwd(logits, t)[0], loss)
         for k, v in dict(y=y, m=m, r=r, dx=dx, dw=dw, db=db, y0=y0, m0=m0, r0=r0, dx0=dx0, loss=loss, lse=lse,
-                         dl=dl, sm=sm, lsm=lsm, dsm=dsm, dlsm=dlsm, gy=gy, gt=gt, gdx=gdx, dW=dW, p=p, mm=mm,
+                         dl=dl, fl=fl, flse=flse, fdl=fdl, sm=sm, lsm=lsm, dsm=dsm, dlsm=dlsm, gy=gy, gt=gt, gdx=gdx,
+                         dW=dW, p=p, mm=mm,
                          vv=vv, pa=pa, ma=ma, va=va, ao=ao, ap=ap, adq=adq, adk=adk, adv=adv, no=no, npr=npr,
                          ndq=ndq, ndk=ndk, ndv=ndv).items():  # fmt: skip
             out[f"{k}_{np.dtype(dt).name}"] = v
@@ -1050,7 +1071,7 @@ def test_serial_and_parallel_paths_bitwise_identical(monkeypatch: pytest.MonkeyP
 
     with backend_scope("numba"):
         names = force_path("serial", monkeypatch.setattr)
-        assert len(names) == 11, names  # softmax 与 log_softmax 共用阈值，其余每个并行内核一个
+        assert len(names) == 12, names  # softmax 与 log_softmax 共用阈值，其余每个并行内核一个
         serial = all_kernel_outputs()
         force_path("parallel", monkeypatch.setattr)
         if nt is not None:  # run_split 把 get_num_threads() 作为分段数传给并行驱动；段数多于线程数也可以

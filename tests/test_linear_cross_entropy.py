@@ -45,6 +45,45 @@ def test_matches_linear_then_cross_entropy(reduction, bias, chunk, dtype, tol):
         np.testing.assert_allclose(a, b_, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("nt", [2, 3])
+@pytest.mark.parametrize("chunk", [1, 4, 512])
+@pytest.mark.parametrize("bias", [False, True])
+def test_threaded_blocks_match_linear_then_cross_entropy(monkeypatch: pytest.MonkeyPatch, nt, chunk, bias):
+    """各块切给 nt 个线程（每个线程累加自己的 dW、db，最后相加）与不融合的写法一致；块数少于线程数时块自动改小。"""
+    from tinytensor.kernels import backend, threads
+    from tinytensor.ops import fused
+
+    if not threads.available():
+        pytest.skip("threadpoolctl 找不到可设置的 BLAS")
+    monkeypatch.setattr(fused, "_LCE_PAR_MIN", 0)
+    monkeypatch.setattr(backend, "get_num_threads", lambda: nt)
+    calls = []
+    run_parts = threads.run_parts
+    monkeypatch.setattr(threads, "run_parts", lambda fn, n, k: calls.append((n, k)) or run_parts(fn, n, k))
+    rng = np.random.default_rng(nt * 10 + chunk)
+    x, w, b, t = _case(rng, np.float64, bias)
+    leaves = [p for p in (x, w, b) if p is not None]
+    loss = F.linear_cross_entropy(x, w, t, b, chunk_size=chunk)
+    loss.backward()
+    got = [loss.item(), *(p.grad.data.copy() for p in leaves)]
+    assert calls and calls[0][1] == nt  # 真的切给了 nt 个线程（37 行：块 ≤ ⌈37/nt⌉ 行）
+    for p in leaves:
+        p.grad = None
+    ref = F.cross_entropy(F.linear(x, w, b), t)
+    ref.backward()
+    np.testing.assert_allclose(got[0], ref.item(), rtol=1e-12)
+    for a, p in zip(got[1:], leaves):
+        np.testing.assert_allclose(a, p.grad.data, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_chunk_size_is_rejected():
+    rng = np.random.default_rng(4)
+    x, w, b, t = _case(rng, np.float64, False)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="chunk_size"):
+            F.linear_cross_entropy(x, w, t, chunk_size=bad)
+
+
 def test_gradcheck_and_3d_input():
     rng = np.random.default_rng(1)
     x = tt.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)

@@ -84,6 +84,8 @@ def test_split_matmul_matches_numpy(monkeypatch: pytest.MonkeyPatch, dtype, m, k
     out = np.empty((m, n), dtype=dtype)
     assert threads.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, want, **tol)
+    bias = rng.standard_normal(n).astype(dtype)
+    np.testing.assert_allclose(threads.matmul(a, b, bias=bias), want + bias, **tol)
 
 
 def test_parallel_kernels_fall_back_to_serial_off_the_main_thread(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,9 @@
 - ``cross_entropy_bwd(logits, targets, lse, row_scale, ignore_index=-100) -> dlogits``：
   dlogits = (softmax(logits) − onehot(targets)) · row_scale[:, None]，被忽略的行全 0。
   row_scale 为标量或 (N,)，由调用方按 reduction 算好（如 mean 时为 1/有效行数），这里只负责乘上。
+- ``cross_entropy_fwd_bwd(logits, targets, row_scale, ignore_index=-100, out=None) -> (loss_rows, lse, dlogits)``：
+  前向与反向一次做完（融合输出层用：梯度在前向时就能算出）。每个元素只算一次 exp：先把 exp(x − m) 写进
+  dlogits 并求和，再乘 row_scale/Σ、目标处减 row_scale。与先 fwd 再 bwd 的结果只差舍入。
 - ``softmax_fwd/log_softmax_fwd(x)``、``softmax_bwd(g, y)``、``log_softmax_bwd(g, y)``：沿最后一维，
   x 可为任意维数（内部按 (-1, 最后一维) 处理）。
 - 数值：Σexp 在 float64 中累加；lse 在 float64 中算出后舍入到输入精度保存；每行 loss 用 float64 的
@@ -48,6 +51,7 @@ from .backend import njit, prange, run_split, use_numba
 # 工作量（N·V 个元素）低于阈值时走串行内核，否则走并行内核；两条路径逐位相同（见 backend.py）。
 _PAR_MIN_CE_FWD = 1 << 16
 _PAR_MIN_CE_BWD = 1 << 16
+_PAR_MIN_CE_FUSED = 1 << 16
 _PAR_MIN_SM_FWD = 1 << 16
 _PAR_MIN_SM_BWD = 1 << 16
 
@@ -130,6 +134,14 @@ def cross_entropy_bwd_numpy(
     p *= row_scale[:, None]
     p[ignored] = 0
     return p
+
+
+def cross_entropy_fwd_bwd_numpy(
+    logits: np.ndarray, targets: np.ndarray, row_scale: np.ndarray, ignore_index: int = -100
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """前向 + 反向一次做完的 NumPy 参考实现：就是两个参考实现依次调用。"""
+    loss, lse = cross_entropy_fwd_numpy(logits, targets, ignore_index)
+    return loss, lse, cross_entropy_bwd_numpy(logits, targets, lse, row_scale, ignore_index)
 
 
 def softmax_fwd_numpy(x: np.ndarray) -> np.ndarray:
@@ -236,6 +248,48 @@ def _ce_bwd_par(dlogits, logits, targets, lse, row_scale, ignore_index, nt):
     k = max(1, min(nt, N))
     for c in prange(k):
         _ce_bwd_rows(dlogits, logits, targets, lse, row_scale, ignore_index, c * N // k, (c + 1) * N // k)
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _ce_fused_rows(loss, lse, dlogits, logits, targets, row_scale, ignore_index, lo, hi):
+    V = logits.shape[1]
+    one = logits.dtype.type(1.0)
+    for i in range(lo, hi):
+        xi = logits[i]
+        di = dlogits[i]
+        m = row_max(xi)
+        if m == -np.inf:  # 整行 −inf：平移 0，exp 全为 0，lse = −inf
+            m = logits.dtype.type(0.0)
+        for j in range(V):
+            di[j] = vexp(xi[j] - m)  # 先存 exp(x − m)，下面原地变成梯度（每个元素只算一次 exp）
+        s = row_sum(di)
+        l64 = m + np.log(s)
+        lse[i] = l64
+        t = targets[i]
+        if t == ignore_index:
+            loss[i] = 0.0
+            for j in range(V):
+                di[j] = 0.0
+            continue
+        loss[i] = np.inf if l64 == -np.inf else l64 - xi[t]
+        sc = row_scale[i]
+        if s == 0.0:  # 整行 −inf：softmax 视为全 0，梯度为 −onehot·row_scale
+            di[t] = -sc
+            continue
+        inv = one / logits.dtype.type(s)
+        f = inv * sc
+        pt = di[t] * inv
+        for j in range(V):
+            di[j] = di[j] * f
+        di[t] = (pt - one) * sc
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _ce_fused_par(loss, lse, dlogits, logits, targets, row_scale, ignore_index, nt):
+    N = logits.shape[0]
+    k = max(1, min(nt, N))
+    for c in prange(k):
+        _ce_fused_rows(loss, lse, dlogits, logits, targets, row_scale, ignore_index, c * N // k, (c + 1) * N // k)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
@@ -381,18 +435,8 @@ def cross_entropy_bwd(
     t = _check_targets(targets, N, V, int(ignore_index), _OP_CE)
     lse = float_like(lse, "lse", x.dtype, _OP_CE)
     check_shape(lse, "lse", (N,), _OP_CE)
-    rs = np.asarray(row_scale)
-    if rs.ndim == 0:
-        rs = np.full(N, rs, dtype=x.dtype)
-    else:
-        check_shape(rs, "row_scale", (N,), _OP_CE)
-        rs = np.ascontiguousarray(rs, dtype=x.dtype)
-    if out is not None:
-        if type(out) is not np.ndarray or out.dtype != x.dtype or out.shape != x.shape or not out.flags.c_contiguous:
-            raise ValueError(
-                f"{_OP_CE}：out 必须是与 logits 同形状 {x.shape}、同 dtype {x.dtype} 的 C 连续数组，"
-                f"收到 {getattr(out, 'shape', None)} / {getattr(out, 'dtype', None)}"
-            )
+    rs = _check_row_scale(row_scale, N, x.dtype)
+    _check_grad_out(out, x)
     if not use_numba():
         ref = cross_entropy_bwd_numpy(x, t, lse, rs, int(ignore_index))
         if out is None:
@@ -405,6 +449,54 @@ def cross_entropy_bwd(
     lse = np.ascontiguousarray(lse)
     run_split(_ce_bwd_rows, _ce_bwd_par, N, out, x, t, lse, rs, int(ignore_index), work=N * V, min_work=_PAR_MIN_CE_BWD)
     return out
+
+
+def cross_entropy_fwd_bwd(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    row_scale: float | np.ndarray,
+    ignore_index: int = -100,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """交叉熵前向 + 反向一次做完，返回 (loss_rows, lse, dlogits)。契约见模块说明；out 同 cross_entropy_bwd。"""
+    x = _check_logits(logits)
+    N, V = x.shape
+    t = _check_targets(targets, N, V, int(ignore_index), _OP_CE)
+    rs = _check_row_scale(row_scale, N, x.dtype)
+    _check_grad_out(out, x)
+    if not use_numba():
+        loss, lse, ref = cross_entropy_fwd_bwd_numpy(x, t, rs, int(ignore_index))
+        if out is None:
+            return loss, lse, ref
+        out[...] = ref
+        return loss, lse, out
+    x = np.ascontiguousarray(x)
+    if out is None:
+        out = np.empty_like(x)
+    loss = np.empty(N, x.dtype)
+    lse = np.empty(N, x.dtype)
+    run_split(
+        _ce_fused_rows, _ce_fused_par, N, loss, lse, out, x, t, rs, int(ignore_index),
+        work=N * V, min_work=_PAR_MIN_CE_FUSED,
+    )  # fmt: skip
+    return loss, lse, out
+
+
+def _check_row_scale(row_scale: float | np.ndarray, N: int, dtype: np.dtype) -> np.ndarray:
+    rs = np.asarray(row_scale)
+    if rs.ndim == 0:
+        return np.full(N, rs, dtype=dtype)
+    check_shape(rs, "row_scale", (N,), _OP_CE)
+    return np.ascontiguousarray(rs, dtype=dtype)
+
+
+def _check_grad_out(out: np.ndarray | None, x: np.ndarray) -> None:
+    if out is not None:
+        if type(out) is not np.ndarray or out.dtype != x.dtype or out.shape != x.shape or not out.flags.c_contiguous:
+            raise ValueError(
+                f"{_OP_CE}：out 必须是与 logits 同形状 {x.shape}、同 dtype {x.dtype} 的 C 连续数组，"
+                f"收到 {getattr(out, 'shape', None)} / {getattr(out, 'dtype', None)}"
+            )
 
 
 def _check_last_axis(x: object, name: str, op: str) -> np.ndarray:

@@ -124,11 +124,14 @@ def run_parts(fn: Callable[[int, int], None], n: int, nt: int) -> None:
         f.result()
 
 
-def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """二维矩阵乘 a @ b，工作量够大时按输出的行（行数少于线程数的 8 倍时按列）切给多个线程。
+def matmul(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """二维矩阵乘 a @ b（+ bias），工作量够大时按输出的行（行数少于线程数的 8 倍时按列）切给多个线程。
 
-    a、b 可以是转置视图（BLAS 直接处理，不拷贝）；给出 out 时写进它。与 ``np.matmul`` 相比只在末位上可能
-    不同：OpenBLAS 对不同的行数/列数选用不同的尾部内核（它自己 1 线程与 2 线程的结果也不逐位相同）。
+    a、b 可以是转置视图（BLAS 直接处理，不拷贝）；给出 out 时写进它；bias（形状 (n,)）由各线程加到自己的
+    那段上。与 ``np.matmul`` 相比只在末位上可能不同：OpenBLAS 对不同的行数/列数选用不同的尾部内核
+    （它自己 1 线程与 2 线程的结果也不逐位相同）。
     """
     m, k = a.shape
     n = b.shape[1]
@@ -136,9 +139,23 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
     if nt < 2 or m * k * n < MATMUL_MIN_WORK or not available():
-        return np.matmul(a, b, out=out)
+        np.matmul(a, b, out=out)
+        if bias is not None:
+            out += bias
+        return out
+
+    def rows(lo: int, hi: int) -> None:
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
+        if bias is not None:
+            out[lo:hi] += bias
+
+    def cols(lo: int, hi: int) -> None:  # 生成时的矩阵-向量乘：按列切（每个线程只读 b 的一部分）
+        np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+        if bias is not None:
+            out[:, lo:hi] += bias[lo:hi]
+
     if m >= 8 * nt:
-        run_parts(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m, nt)
-    else:  # 生成时的矩阵-向量乘：按列切（每个线程只读 b 的一部分）
-        run_parts(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), n, nt)
+        run_parts(rows, m, nt)
+    else:
+        run_parts(cols, n, nt)
     return out

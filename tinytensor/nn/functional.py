@@ -247,15 +247,18 @@ def linear_cross_entropy(
     bias: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
-    chunk_size: int = 256,
+    chunk_size: int = 512,
 ) -> Tensor:
     """cross_entropy(linear(input, weight, bias), target)，融合计算、不保存 (N, V) 的 logits。
 
     input 形状 (N, C) 或 (B, T, C)，weight (V, C)，target 与 input 去掉最后一维后同形。
     需要梯度时 reduction 只能是 "mean" 或 "sum"。tinytensor 独有（torch 没有同名函数）。
+    chunk_size 是每块的最多行数（行数少时自动改小，让每个线程至少分到一块）。
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction 只能是 'mean'、'sum' 或 'none'，收到 {reduction!r}")
+    if not isinstance(chunk_size, int | np.integer) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size 应为正整数，收到 {chunk_size!r}")
     if input.shape[-1] != weight.shape[1]:
         raise RuntimeError(
             f"linear_cross_entropy：输入最后一维 {input.shape[-1]} 与权重形状 {tuple(weight.shape)}（V, C）不一致"

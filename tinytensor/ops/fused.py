@@ -232,17 +232,24 @@ class CausalSelfAttention(Function):
         return tuple(grads)
 
 
+# 融合输出层的乘加次数（N·C·V）低于它时不切给多个线程
+_LCE_PAR_MIN = 1 << 24
+
+
 class LinearCrossEntropy(Function):
     """输出层 + 交叉熵融合：L = CE(x Wᵀ + b, t)，不保存 (N, V) 的 logits。
 
-    按行分块（每块 chunk 行）：算出这一块的 logits → 交叉熵前向 → 立刻算出 dL/dlogits
-    （= (softmax − onehot)·行权重，前向时就已知）→ dL/dx 的这一块 = dlogits · W，dL/dW += dlogitsᵀ · x。
-    块小到能留在缓存里，logits 不必整块写回内存再读回来；反向时只需把预先算好的梯度乘上上游梯度。
-    不需要梯度时（如评估）只算损失。孪生实现：F.linear 之后接 F.cross_entropy。
+    按行分块（每块至多 chunk 行）：算出这一块的 logits → 交叉熵前向并立刻算出 dL/dlogits
+    （= (softmax − onehot)·行权重，前向时就已知；一个内核完成，每个元素只算一次 exp）
+    → dL/dx 的这一块 = dlogits · W，dL/dW += dlogitsᵀ · x。
+    各块按连续的段分给几个线程（kernels/threads.py），每段把 dW 累加到自己的缓冲区，最后相加
+    （所以 dW 的求和顺序随线程数变，末位可能不同）。(N, V) 的 logits 从不整块存在；
+    反向时只需把预先算好的梯度乘上上游梯度。不需要梯度时（如评估）只算损失。
+    孪生实现：F.linear 之后接 F.cross_entropy。
     """
 
     @staticmethod
-    def forward(ctx, x, w, b=None, *, targets, ignore_index=-100, reduction="mean", chunk=256):
+    def forward(ctx, x, w, b=None, *, targets, ignore_index=-100, reduction="mean", chunk=512):
         n = x.shape[0]
         valid = targets != ignore_index
         n_valid = int(valid.sum())
@@ -258,11 +265,12 @@ class LinearCrossEntropy(Function):
         dx = np.empty_like(x) if need[0] else None
         want_dw = need_grad and need[1]
         want_db = need_grad and b is not None and need[2]
-        safe = np.where(valid, targets, 0) if not valid.all() else targets
         row_scale = np.where(valid, np.asarray(scale, dtype=x.dtype), np.zeros((), dtype=x.dtype))
+        # 各块交给几个线程（每个线程一段连续的块、单线程 BLAS），每段把 dW、db 累加到自己的缓冲区，最后相加；
+        # 行数少时把块改小，让每个线程至少分到一块（如 gpt2-small 的 B 2、T 256 只有 512 行）
+        nt = threads.num_threads() if threads.available() and n * x.shape[1] * w.shape[0] >= _LCE_PAR_MIN else 1
+        chunk = max(1, min(chunk, -(-n // nt)))
         starts = range(0, n, chunk)
-        # 各块交给几个线程（每个线程一段连续的块、单线程 BLAS），每段把 dW、db 累加到自己的缓冲区，最后相加
-        nt = threads.num_threads() if threads.available() and n * x.shape[1] * w.shape[0] >= 1 << 24 else 1
         k = max(1, min(nt, len(starts)))
         dws = [np.zeros_like(w) if want_dw else None for _ in range(k)]
         dbs = [np.zeros_like(b) if want_db else None for _ in range(k)]
@@ -279,16 +287,20 @@ class LinearCrossEntropy(Function):
                 logits = xc @ w.T  # (chunk, V)
                 if b is not None:
                     logits += b
-                rows, lse = kernels.cross_entropy_fwd(logits, targets[lo:hi], ignore_index)
+                if not need_grad:
+                    loss_rows[lo:hi] = kernels.cross_entropy_fwd(logits, targets[lo:hi], ignore_index)[0]
+                    continue
+                # 前向与反向一次做完：dL/dlogits 写进本段共用的 gbuf
+                rows, _, g = kernels.cross_entropy_fwd_bwd(
+                    logits, targets[lo:hi], row_scale[lo:hi], ignore_index, out=gbuf[: hi - lo]
+                )
                 loss_rows[lo:hi] = rows
-                if need_grad:
-                    g = kernels.cross_entropy_bwd(logits, safe[lo:hi], lse, row_scale[lo:hi], out=gbuf[: hi - lo])
-                    if dx is not None:
-                        np.matmul(g, w, out=dx[lo:hi])
-                    if dw_i is not None:
-                        dw_i += g.T @ xc
-                    if db_i is not None:
-                        db_i += g.sum(axis=0)
+                if dx is not None:
+                    np.matmul(g, w, out=dx[lo:hi])
+                if dw_i is not None:
+                    dw_i += g.T @ xc
+                if db_i is not None:
+                    db_i += g.sum(axis=0)
 
         if k == 1:
             part(0, len(starts))
