@@ -916,6 +916,34 @@ def test_attention_dropout_mask(monkeypatch: pytest.MonkeyPatch, dtype, causal, 
 
 
 @needs_numba
+def test_attention_batch_one_splits_over_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """批大小 1（如不用缓存的生成）时去掉这一维、改按头切给线程，结果与不切分逐位相同。"""
+    import tinytensor.kernels as kpkg
+    from tinytensor.kernels import attention, threads
+
+    if not threads.available():
+        pytest.skip("threadpoolctl 找不到可设置的 BLAS")
+    rng = rng_for("att-b1")
+    q, k, v = qkv(rng, (1, 5), 40, 40, 8, np.float32, strided=True)
+    g = rng.standard_normal((1, 5, 40, 8)).astype(np.float32)
+    with backend_scope("numba"):
+        want = K.attention_fwd(q, k, v, 0.3, True)
+        want_g = K.attention_bwd(g, q, k, v, want[1], 0.3, True)
+        for name in ("_PAR_MIN_FWD", "_PAR_MIN_BWD"):
+            monkeypatch.setattr(attention, name, 0)
+        monkeypatch.setattr(kpkg.backend, "get_num_threads", lambda: 2)
+        calls = []
+        run_parts = threads.run_parts
+        monkeypatch.setattr(threads, "run_parts", lambda fn, n, k: calls.append((n, k)) or run_parts(fn, n, k))
+        got = K.attention_fwd(q, k, v, 0.3, True)
+        got_g = K.attention_bwd(g, q, k, v, got[1], 0.3, True)
+    assert calls == [(5, 2), (5, 2)]  # 按 5 个头切
+    assert got[0].shape == (1, 5, 40, 8) and got[1].shape == (1, 5, 40, 40)
+    for a, b in zip((*want, *want_g), (*got, *got_g)):
+        assert np.array_equal(a, b)
+
+
+@needs_numba
 def test_attention_writes_into_out_views() -> None:
     """out= 可以是不连续的视图（模型里直接写成 (B, T, nh·hs) 与拼接的 dqkv 布局），结果与不给 out 时相同。"""
     rng = rng_for("att-out")

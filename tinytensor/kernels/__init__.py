@@ -1,6 +1,7 @@
 """tinytensor 的融合热点算子：numba 内核 + 同名 NumPy 参考实现 + 后端开关。
 
-本包只依赖 numpy、numba 与标准库，不导入 tinytensor 的其他部分，可单独测试。
+本包只依赖 numpy、numba 与标准库（threads.py 另用 threadpoolctl 设置 BLAS 的线程数，没有它时不切分），
+不导入 tinytensor 的其他部分，可单独测试。
 所有函数的输入输出都是普通 NumPy 数组；每个公开函数在 *调用时* 按当前后端
 （``TINYTENSOR_BACKEND`` 环境变量或 ``set_backend``）分派到 numba 内核或 NumPy 参考实现。
 参考实现以 ``*_numpy`` 命名，与内核放在同一文件（一层一个文件）。
@@ -10,11 +11,12 @@
 =========================  ============================================================
 ``backend.py``              后端开关：get_backend / set_backend / use_numba / backend_scope
 ``layer_norm.py``           layer_norm_fwd / layer_norm_bwd
-``cross_entropy.py``        cross_entropy_fwd / cross_entropy_bwd，softmax、log_softmax 前向与反向
+``cross_entropy.py``        cross_entropy_fwd / _bwd / _fwd_bwd，softmax、log_softmax 前向与反向
 ``gelu.py``                 gelu_fwd / gelu_bwd（tanh 近似）
 ``embedding.py``            embedding_bwd（重复下标安全的散射相加）
 ``adamw.py``                adamw_step / adam_step（原地，与 torch.optim 逐步一致）
-``attention.py``            attention_fwd / attention_bwd（BLAS 矩阵乘 + 融合的因果 softmax）
+``attention.py``            attention_fwd / attention_bwd（因果分块的 BLAS 矩阵乘 + 融合的因果 softmax）
+``threads.py``              线程：BLAS 单线程，矩阵乘 / 注意力 / 输出层由我们切给几个线程
 ``_vmath.py``               可向量化的 exp/tanh 与按行归约（内核内部使用）
 =========================  ============================================================
 """

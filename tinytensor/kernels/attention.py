@@ -14,19 +14,26 @@
 
 契约
 ----
-- ``attention_fwd(q, k, v, scale, causal=True) -> (out, probs)``：前导维（通常 (B, nh)）相同，
-  dtype 相同（float32/float64），可不连续；probs 为 P（(..., T, Tk)，C 连续），留给反向。
-- ``attention_bwd(g, q, k, v, probs, scale) -> (dq, dk, dv)``。
+- ``attention_fwd(q, k, v, scale, causal=True, out=None, dmask=None) -> (out, probs)``：前导维（通常 (B, nh)）
+  相同，dtype 相同（float32/float64），可不连续；probs 为 dropout 之前的 P（(..., T, Tk)，C 连续），留给反向。
+  给出 out 时结果写进它（可以是不连续的视图，模型里直接写成 (B, T, nh·hs) 布局，省一次拷贝）。
+- ``attention_bwd(g, q, k, v, probs, scale, causal=True, out=None, dmask=None) -> (dq, dk, dv)``；
+  out=(dq, dk, dv) 同上（模型里直接写进拼接的 dqkv）。
+- dmask（可选，与 P 同形状）是 dropout 掩码（0 或 1/(1−p)）：out = (P ⊙ M) v，dL/dP = (g vᵀ) ⊙ M，dv = (P ⊙ M)ᵀ g。
 - 因果且 T ≤ Tk 时每行至少有一个未被掩码的位置，不会出现整行 −inf。
 - 实现：矩阵乘（前向两次、反向四次）交给 ``np.matmul``（BLAS）；其余逐元素/逐行的工作在 numba 中融合：
-  前向一遍完成“乘 scale → 掩码 → 减最大值 → exp → 归一化”，只处理每行未被掩码的前缀（因果时约一半）；
+  前向一遍完成“乘 scale → 掩码 → 减最大值 → exp → 归一化”，只处理每行未被掩码的前缀；
   反向一遍完成“softmax 反向 → 乘 scale”。numba 里手写矩阵乘远慢于 BLAS，所以不做完全融合的
-  flash-attention。NumPy 参考实现用同样的矩阵乘，其余用 NumPy 的多遍运算。
+  flash-attention，但借用它的两个想法：
+  * **因果分块**：行块 [i0, i1) 的查询只看得到前 i1 个键，分数与 dP、dq 只算下三角的块；dv、dk 按列块算，
+    列块 [j0, j1) 只被第 j0 行以后的查询看到。块大小 ``_BLOCK``，T = 256、块 64 时只算约 62.5% 的乘加。
+  * **按头切给线程**：前导第 0 维（训练时即批维）切成几段，每段一个线程、段内 BLAS 单线程（threads.py），
+    而不是让多线程 BLAS 去切每一个小矩阵。每个头的运算与不切分时完全相同，结果逐位相同。
+  NumPy 参考实现用整块的矩阵乘，其余用 NumPy 的多遍运算。
 - 数值：softmax 先减行最大值，Σexp 与 Σ dP⊙P 在 float64 中累加后舍入到输入精度。
-- 实测（float32，B 8、nh 6、T 256、hs 64，因果，中位数，2 线程 / 1 线程）：前向 numba 10.0 / 15.4 ms，
-  NumPy 参考 19.8 / 24.8 ms，torch SDPA 12.3 / 12.3 ms；反向 17.2 / 28.6、21.5 / 32.7、30.0 / 32.5 ms。
-  矩阵乘占了大头；numba 与多线程 OpenBLAS 交替时，线程层的选择影响很大（见 backend.py），
-  否则 2 线程下反向曾测得比参考实现还慢（34 vs 34 ms，负载重时 40 vs 31 ms）。
+- 实测（float32，2 核，中位数；单独计时，数据在缓存里）：small 的一层（B 8、nh 6、T 256、hs 64）前向
+  12.6 → 7.9 ms、反向 18.7 → 12.8 ms；tiny 的一层（16×4×128×32）前向 3.1 → 1.6 ms、反向 4.7 → 2.4 ms
+  （“→”左边是每个小矩阵都交给多线程 BLAS、不分块的旧写法）。
 """
 
 from __future__ import annotations
@@ -193,6 +200,17 @@ def _bwd_part(g, q, k, v, p, ds, dq, dk, dv, dm, scale, causal, lo, hi):
         np.matmul(_t(ds[..., r0:, j0:j1]), q[..., r0:, :], out=dk[..., j0:j1, :])
 
 
+def _split_view(arrs: tuple[np.ndarray | None, ...]) -> tuple[np.ndarray | None, ...]:
+    """让第 0 维成为可切分的维：二维输入补一维；前导维为 1（如批大小 1 的生成）时去掉它，改按头切。"""
+    a0 = arrs[0]
+    if a0.ndim == 2:
+        return tuple(None if a is None else a[None] for a in arrs)
+    while a0.ndim > 3 and a0.shape[0] == 1:
+        arrs = tuple(None if a is None else a[0] for a in arrs)
+        a0 = arrs[0]
+    return arrs
+
+
 def _run(part: Callable[[int, int], None], n: int, work: int, min_work: int) -> None:
     """工作量小（如生成时的单个新词元）或无法限制 BLAS 线程时在本线程一次做完，否则按第 0 维切给多个线程。"""
     nt = backend.get_num_threads()  # 经模块属性读取，测试可以替换
@@ -255,9 +273,7 @@ def attention_fwd(
         o[...] = res
         return o, probs
     s = np.empty((*q.shape[:-1], Tk), dtype=q.dtype)  # 原地变成 P
-    arrs = (q, k, v, s, o, dmask)
-    if q.ndim == 2:
-        arrs = tuple(None if a is None else a[None] for a in arrs)
+    arrs = _split_view((q, k, v, s, o, dmask))
     sc = q.dtype.type(scale)
     _run(lambda lo, hi: _fwd_part(*arrs, sc, bool(causal), lo, hi), arrs[0].shape[0], s.size, _PAR_MIN_FWD)
     return o, s
@@ -291,9 +307,7 @@ def attention_bwd(
         return dq, dk, dv
     p = np.ascontiguousarray(probs)
     ds = np.empty_like(p)
-    arrs = (g, q, k, v, p, ds, dq, dk, dv, dmask)
-    if q.ndim == 2:
-        arrs = tuple(None if a is None else a[None] for a in arrs)
+    arrs = _split_view((g, q, k, v, p, ds, dq, dk, dv, dmask))
     sc = q.dtype.type(scale)
     _run(lambda lo, hi: _bwd_part(*arrs, sc, bool(causal), lo, hi), arrs[0].shape[0], p.size, _PAR_MIN_BWD)
     return dq, dk, dv
