@@ -272,16 +272,15 @@ class LinearCrossEntropy(Function):
         chunk = max(1, min(chunk, -(-n // nt)))
         starts = range(0, n, chunk)
         k = max(1, min(nt, len(starts)))
+        segments = [starts[j * len(starts) // k : (j + 1) * len(starts) // k] for j in range(k)]  # 每段连续的块
         dws = [np.zeros_like(w) if want_dw else None for _ in range(k)]
         dbs = [np.zeros_like(b) if want_db else None for _ in range(k)]
-        first = [j * len(starts) // k for j in range(k)]  # 各段的第一块（与 run_parts 的切法相同）
 
-        def part(c0: int, c1: int) -> None:
-            i = first.index(c0)  # 第几段
+        def run_segment(i: int) -> None:
             dw_i, db_i = dws[i], dbs[i]
             # 本段各块共用的梯度缓冲区（不原地写回 logits：别名会让内核退回标量循环）
             gbuf = np.empty((min(chunk, n), w.shape[0]), dtype=x.dtype) if need_grad else None
-            for lo in starts[c0:c1]:
+            for lo in segments[i]:
                 hi = min(n, lo + chunk)
                 xc = x[lo:hi]
                 logits = xc @ w.T  # (chunk, V)
@@ -302,10 +301,7 @@ class LinearCrossEntropy(Function):
                 if db_i is not None:
                     db_i += g.sum(axis=0)
 
-        if k == 1:
-            part(0, len(starts))
-        else:
-            threads.run_parts(part, len(starts), k)
+        threads.run_parts(lambda lo, hi: [run_segment(i) for i in range(lo, hi)], k, k)  # k 为 1 时就在本线程
         dw = dws[0]
         db = dbs[0]
         for i in range(1, k):
