@@ -16,6 +16,7 @@ def _numpy_blas_threads() -> list[int]:
     return [lib.num_threads for lib in threads._blas_libs()]
 
 
+@needs_blas_control
 @pytest.mark.parametrize(("n", "nt"), [(1, 4), (5, 1), (5, 2), (7, 3), (3, 8)])
 def test_run_parts_covers_range_once(n: int, nt: int) -> None:
     seen: list[tuple[int, int, str]] = []
@@ -34,6 +35,7 @@ def test_run_parts_covers_range_once(n: int, nt: int) -> None:
     assert [name == main for lo, _, name in sorted(seen)] == [True] + [False] * (len(seen) - 1)
 
 
+@needs_blas_control
 @pytest.mark.parametrize("bad", [0, 1])
 def test_exception_in_any_part_propagates(bad: int) -> None:
     done = []
@@ -88,6 +90,15 @@ def test_split_matmul_matches_numpy(monkeypatch: pytest.MonkeyPatch, dtype, m, k
     np.testing.assert_allclose(threads.matmul(a, b, bias=bias), want + bias, **tol)
 
 
+def test_no_split_without_blas_control(monkeypatch: pytest.MonkeyPatch) -> None:
+    """设不了 BLAS 线程数时 run_parts 整段在调用者线程里跑，不碰 BLAS 的设置。"""
+    monkeypatch.setattr(threads, "_blas", [])
+    seen = []
+    threads.run_parts(lambda lo, hi: seen.append((lo, hi, threading.current_thread() is threading.main_thread())), 6, 3)
+    assert seen == [(0, 6, True)]
+
+
+@needs_blas_control
 def test_parallel_kernels_fall_back_to_serial_off_the_main_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """numba 的 workqueue 线程层只能从主线程启动并行内核：在线程池里调用时 run_split 走串行内核。"""
     calls = []

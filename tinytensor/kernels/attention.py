@@ -212,12 +212,8 @@ def _split_view(arrs: tuple[np.ndarray | None, ...]) -> tuple[np.ndarray | None,
 
 
 def _run(part: Callable[[int, int], None], n: int, work: int, min_work: int) -> None:
-    """工作量小（如生成时的单个新词元）或无法限制 BLAS 线程时在本线程一次做完，否则按第 0 维切给多个线程。"""
-    nt = backend.get_num_threads()  # 经模块属性读取，测试可以替换
-    if work < min_work or nt < 2 or n < 2 or not threads.available():
-        part(0, n)
-    else:
-        threads.run_parts(part, n, nt)
+    """工作量小（如生成时的单个新词元）时在本线程一次做完，否则按第 0 维切给多个线程（threads.run_parts）。"""
+    threads.run_parts(part, n, 1 if work < min_work else backend.get_num_threads())  # 经模块属性读取，测试可替换
 
 
 # ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ torch 的 CPU 后端也是这样：算子自己按 (批, 头) 或行块切给线
 - ``claim_blas()``：把 numpy 所用 BLAS 的线程数设为 1（进程级设置，之后一直保持；``release_blas()`` 恢复）。
   影响的是整个进程里 numpy 的矩阵乘：不经 tinytensor 的 ``a @ b`` 也会变成单线程。
   找不到可设置的 BLAS（没有 threadpoolctl，或 numpy 用的 BLAS 它不认识）时 ``available()`` 为 False，
-  ``matmul`` 退回普通的 ``np.matmul``，注意力不切分（否则每段都开多线程 BLAS，核被超额订阅）。
+  ``run_parts`` 不再切分、``matmul`` 退回普通的 ``np.matmul``（否则每段都开多线程 BLAS，核被超额订阅）。
 - 只应从一个线程调用 tinytensor（与 numba 的 workqueue 线程层相同的限制）。
 """
 
@@ -107,8 +107,11 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 
 
 def run_parts(fn: Callable[[int, int], None], n: int, nt: int) -> None:
-    """把 range(n) 切成 min(nt, n) 个连续段并行执行 fn(lo, hi)（见模块说明）。"""
-    k = max(1, min(nt, n))
+    """把 range(n) 切成 min(nt, n) 个连续段并行执行 fn(lo, hi)（见模块说明）。
+
+    设不了 BLAS 的线程数时不切分（否则每段都开多线程 BLAS，核被超额订阅），整段在调用者线程里跑。
+    """
+    k = max(1, min(nt, n)) if available() else 1
     if k == 1:
         fn(0, n)
         return
