@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gpt_numpy.config import GPTConfig  # 只用标准库：NumPy 在设置线程数之后才导入
+from llmcore.config import GPTConfig  # 只用标准库：NumPy 在设置线程数之后才导入
 
 PROMPT_LEN = 16
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

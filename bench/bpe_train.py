@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from gpt_numpy.datasets import load_default_corpus
-from gpt_numpy.tokenizers import BPETokenizer, get_gpt2_tokenizer
+from llmcore.datasets import load_default_corpus
+from llmcore.tokenizers import BPETokenizer, get_gpt2_tokenizer
 
 
 def main() -> None:

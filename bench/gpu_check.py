@@ -68,8 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def make_backend(cfg: Any, args: argparse.Namespace, amp: str, compile_: bool) -> Any:
-    from gpt_numpy.config import TrainConfig
     from gpt_torch.train import TorchBackend
+    from llmcore.config import TrainConfig
 
     tcfg = TrainConfig(
         device=args.device, amp=amp, compile=compile_, batch_size=args.batch, seed=args.seed, lr=6e-4,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from gpt_numpy.config import GPTConfig
+    from llmcore.config import GPTConfig
 
     cfg = GPTConfig.preset(args.preset, context_length=args.seq, drop_rate=0.0)
     cuda = args.device == "cuda"

@@ -71,7 +71,7 @@ def worker(track: str, name: str, steps: int, dropout: float) -> dict:
     """子进程里：建模型，跑 1 步（计时，含编译）+ 2 步预热 + steps 步计时。"""
     import numpy as np
 
-    from gpt_numpy.config import GPTConfig
+    from llmcore.config import GPTConfig
 
     preset, over, batch = CONFIGS[name]
     cfg = GPTConfig.preset(preset, **over, drop_rate=dropout)

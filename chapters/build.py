@@ -10,6 +10,8 @@
     python chapters/build.py            # 转换并执行全部章节（完整模式，保存输出）
     python chapters/build.py ch02 ch03  # 只处理指定章节
     python chapters/build.py --no-exec  # 只转换，不执行
+    python chapters/build.py --sync     # 只把源文件的文字写进已保存的 notebook，保留输出
+                                        # （单元的个数和类型都不变时才允许；用于只改了文字或导入路径）
 
 笔记本中的代码可以读取环境变量 LLMZH_QUICK：测试时为 "1"（缩短运行），
 构建保存输出时不设置（完整运行，输出来自真实运行）。
@@ -85,13 +87,33 @@ def build(name: str, run: bool) -> Path:
     return dst
 
 
+def sync(name: str) -> Path:
+    """把源文件的单元文字写进已保存的 notebook，保留各单元的输出；单元结构变了就拒绝（那需要重新执行）。"""
+    src = SRC / f"{name}.py"
+    dst = HERE / f"{name}.ipynb"
+    cells = parse_source(src.read_text(encoding="utf-8"))
+    nb = nbformat.read(str(dst), as_version=4)
+    if [c.cell_type for c in nb.cells] != [k for k, _ in cells]:
+        raise SystemExit(f"{name}：单元的个数或类型变了，不能只同步文字，请重新构建：python chapters/build.py {name}")
+    for cell, (_, body) in zip(nb.cells, cells):
+        cell.source = body
+    tmp = dst.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, str(tmp))
+    tmp.replace(dst)
+    return dst
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="把章节源文件构建为 notebook（并执行保存输出）")
     ap.add_argument("names", nargs="*", help="章节名，如 ch02；缺省为全部")
     ap.add_argument("--no-exec", action="store_true", help="只转换，不执行")
+    ap.add_argument("--sync", action="store_true", help="只同步单元文字，保留已保存的输出")
     args = ap.parse_args(argv)
     names = args.names or sorted(p.stem for p in SRC.glob("*.py"))
     for name in names:
+        if args.sync:
+            print("同步", sync(name))
+            continue
         print(f"构建 {name} ...", flush=True)
         print("  ->", build(name, run=not args.no_exec))
     return 0

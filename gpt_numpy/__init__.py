@@ -1,5 +1,5 @@
-"""gpt_numpy：建立在 tinytensor 之上的 GPT（分词器、数据、模型、训练循环）。
+"""gpt_numpy：建立在 tinytensor 上的 GPT（模型、注意力、KV 缓存、生成、训练后端）。
 
-与框架无关的部分（配置、分词器、数据集、检查点）在导入时不得导入 tinytensor 或 numba，
-这样 gpt_torch 可以直接复用它们。
+与框架无关的部分（配置、分词器、数据、训练循环、检查点、命令行）在 llmcore；本包不导入 torch，
+gpt_torch 也不导入本包。
 """

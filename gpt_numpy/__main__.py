@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .cli import Track
-from .cli import main as cli_main
-from .config import TrainConfig
+from llmcore.cli import Track
+from llmcore.cli import main as cli_main
+from llmcore.config import TrainConfig
 
 
 def _train(tcfg: TrainConfig, model_overrides: dict[str, Any]) -> Any:

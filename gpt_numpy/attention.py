@@ -2,15 +2,21 @@
 
 形状记号见 README：B 批大小，T 序列长度，C 嵌入维度，nh 头数，hs = C // nh。
 参数名与原书和 gpt_torch 完全相同：W_query、W_key、W_value、out_proj。
+
+两条前向：``forward``（张量，建计算图，训练用）与 ``infer``（NumPy 数组，不建计算图，配合 KV 缓存，生成用）。
+两者用同样的参数，结果相同（只差浮点舍入的顺序）。
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 import tinytensor as tt
-from tinytensor import nn
+from tinytensor import kernels, nn
 from tinytensor.nn import functional as F
+from tinytensor.ops.fused import attention_core_fwd
 
 from .kv_cache import KVCache
 
@@ -44,9 +50,7 @@ class MultiHeadAttention(nn.Module):
 
     fused = True  # 设为 False 时走逐步写法（与融合版结果相同，用于对照和教学）
 
-    def forward(self, x: tt.Tensor, cache: KVCache | None = None, layer: int = 0) -> tt.Tensor:
-        if cache is not None:
-            return self._forward_cached(x, cache, layer)
+    def forward(self, x: tt.Tensor) -> tt.Tensor:
         p = self.dropout if self.training else 0.0
         if not self.fused:
             return self._forward_steps(x, p)
@@ -63,20 +67,41 @@ class MultiHeadAttention(nn.Module):
         v = self.W_value(x).reshape(b, t, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         return q, k, v
 
-    def _merge_heads(self, ctx: tt.Tensor) -> tt.Tensor:
-        b, _, t, _ = ctx.shape
-        return self.out_proj(ctx.transpose(1, 2).reshape(b, t, self.d_out))  # (B, T, C)
-
     def _forward_steps(self, x: tt.Tensor, dropout_p: float) -> tt.Tensor:
         """逐步写法：三个投影 → 拆头 → 因果注意力 → 合并 → 输出投影。"""
+        b, t, _ = x.shape
         q, k, v = self._split_heads(x)
         ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, nh, T, hs)
-        return self._merge_heads(ctx)
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, t, self.d_out))  # (B, T, C)
 
-    def _forward_cached(self, x: tt.Tensor, cache: KVCache, layer: int) -> tt.Tensor:
-        """生成时：只算新词元的 q/k/v，键值写入缓存，新词元对缓存里的全部键值做注意力。"""
-        q, k, v = self._split_heads(x)
-        mask = cached_attention_mask(x.shape[1], cache.pos)
-        keys, values = cache.update(layer, k.data, v.data)  # (B, nh, pos+T, hs)
-        ctx = F.scaled_dot_product_attention(q, tt.from_numpy(keys), tt.from_numpy(values), attn_mask=mask)
-        return self._merge_heads(ctx)
+    def infer(self, x: np.ndarray, cache: KVCache | None = None, layer: int = 0) -> np.ndarray:
+        """生成用的前向：x 为 (B, T, C) 数组。有缓存时 x 只含新词元，它们的键值写入缓存，
+        再对缓存里的全部键值做注意力（第 i 个新词元只看到绝对位置 ≤ pos+i 的键）。"""
+        b, t, _ = x.shape
+        nh, hs = self.num_heads, self.head_dim
+
+        def heads(lin: nn.Linear) -> np.ndarray:
+            return linear_infer(x, lin).reshape(b, t, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+
+        q, k, v = heads(self.W_query), heads(self.W_key), heads(self.W_value)
+        start = 0 if cache is None else cache.pos
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, pos+T, hs)
+        causal = start == 0
+        mask = None if causal else cached_attention_mask(t, start)
+        ctx, _ = attention_core_fwd(q, k, v, 1.0 / math.sqrt(hs), is_causal=causal and t > 1, attn_mask=mask)
+        return linear_infer(ctx.transpose(0, 2, 1, 3).reshape(b, t, self.d_out), self.out_proj)  # (B, T, C)
+
+
+def linear_infer(x: np.ndarray, lin: nn.Linear) -> np.ndarray:
+    """不建计算图的线性层：x @ Wᵀ + b（W 存为 (out, in)）。"""
+    out = x @ lin.weight.data.T
+    if lin.bias is not None:
+        out += lin.bias.data
+    return out
+
+
+def layer_norm_infer(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    """不建计算图的 LayerNorm（融合内核），x 的形状任意，沿最后一维归一化。"""
+    shape = x.shape
+    return kernels.layer_norm_fwd(np.ascontiguousarray(x).reshape(-1, shape[-1]), weight, bias, eps)[0].reshape(shape)

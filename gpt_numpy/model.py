@@ -4,6 +4,10 @@
 
 每个块是 pre-norm 结构：x = x + Drop(Attn(LN1(x)))；x = x + Drop(FF(LN2(x)))。
 参数名与 gpt_torch/model.py 完全相同，检查点可以在两条轨道之间直接互换。
+
+每个模块有两条前向：``forward``（tinytensor 张量，建计算图，训练用）与 ``infer``（NumPy 数组，
+不建计算图、不为反向保存任何东西，配合 KV 缓存，生成用）。生成一个新词元只是几十次小矩阵乘，
+计算图节点的开销会占大头，所以生成走 ``infer``；两者用同一组参数，结果相同（只差浮点舍入的顺序，测试检查）。
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from typing import Any
 import numpy as np
 
 import tinytensor as tt
-from tinytensor import nn
+from llmcore.checkpoint import check_state_shapes, load_model_state, save_model_state
+from llmcore.config import GPTConfig
+from tinytensor import kernels, nn
 from tinytensor.nn import functional as F
 
-from .attention import MultiHeadAttention
-from .checkpoint import check_state_shapes, load_model_state, save_model_state
-from .config import GPTConfig
+from .attention import MultiHeadAttention, layer_norm_infer, linear_infer
 from .kv_cache import KVCache
 
 
@@ -35,6 +39,9 @@ class LayerNorm(nn.Module):
     def forward(self, x: tt.Tensor) -> tt.Tensor:
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return layer_norm_infer(x, self.scale.data, self.shift.data, self.eps)
+
 
 class FeedForward(nn.Module):
     """前馈网络：C → 4C → GELU → C。"""
@@ -46,6 +53,10 @@ class FeedForward(nn.Module):
 
     def forward(self, x: tt.Tensor) -> tt.Tensor:
         return self.layers(x)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        fc1, _, fc2 = self.layers
+        return linear_infer(kernels.gelu_fwd(linear_infer(x, fc1))[0], fc2)
 
 
 class TransformerBlock(nn.Module):
@@ -66,10 +77,14 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(cfg.emb_dim)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: tt.Tensor, cache: KVCache | None = None, layer: int = 0) -> tt.Tensor:
-        x = x + self.drop_shortcut(self.att(self.norm1(x), cache, layer))  # (B, T, C)
+    def forward(self, x: tt.Tensor) -> tt.Tensor:
+        x = x + self.drop_shortcut(self.att(self.norm1(x)))  # (B, T, C)
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))  # (B, T, C)
         return x
+
+    def infer(self, x: np.ndarray, cache: KVCache | None = None, layer: int = 0) -> np.ndarray:
+        x = x + self.att.infer(self.norm1.infer(x), cache, layer)  # (B, T, C)；生成时没有 dropout
+        return x + self.ff.infer(self.norm2.infer(x))  # (B, T, C)
 
 
 class GPTModel(nn.Module):
@@ -88,36 +103,62 @@ class GPTModel(nn.Module):
             self.out_head.weight = self.tok_emb.weight  # 权重共享：同一个 Parameter
 
     def forward(self, idx: Any, cache: KVCache | None = None) -> tt.Tensor:
-        """idx：(B, T) 的整数 id，返回 logits (B, T, V)。cache 不为 None 时只计算新词元，并把键值写入缓存。"""
-        return self.out_head(self.features(idx, cache))  # (B, T, V)
+        """idx：(B, T) 的整数 id，返回 logits (B, T, V)。
+
+        给出 cache 时走生成用的 ``infer``（只计算新词元并把键值写入缓存，不建计算图，须在 tt.no_grad() 下）。
+        """
+        if cache is not None:
+            if tt.is_grad_enabled():
+                raise RuntimeError("使用 KV 缓存的前向只用于生成，请在 tt.no_grad() 下调用")
+            return tt.from_numpy(self.infer(idx, cache, last_only=False))
+        return self.out_head(self.features(idx))  # (B, T, V)
 
     def loss(self, idx: Any, targets: Any) -> tt.Tensor:
         """训练用：平均交叉熵损失。输出层与交叉熵融合计算（F.linear_cross_entropy），不保存 (B, T, V) 的 logits；
         结果与 F.cross_entropy(model(idx) 展平, targets 展平) 相同。"""
         return F.linear_cross_entropy(self.features(idx), self.out_head.weight, targets)
 
-    def features(self, idx: Any, cache: KVCache | None = None) -> tt.Tensor:
-        """输出层之前的表示（经过最终 LayerNorm），形状 (B, T, C)。"""
+    def _check_ids(self, idx: Any, start: int) -> np.ndarray:
         ids = np.asarray(idx.data if isinstance(idx, tt.Tensor) else idx)
         if ids.ndim != 2:
             raise ValueError(f"输入 idx 必须是 (B, T) 的二维整数数组，收到形状 {ids.shape}")
-        t = ids.shape[1]
-        start = 0 if cache is None else cache.pos
-        if start + t > self.cfg.context_length:
+        if start + ids.shape[1] > self.cfg.context_length:
             raise ValueError(
-                f"输入长度 {start + t} 超过了模型的上下文长度 context_length={self.cfg.context_length}；"
+                f"输入长度 {start + ids.shape[1]} 超过了模型的上下文长度 context_length={self.cfg.context_length}；"
                 "请截断输入（generate 会自动只保留最后 context_length 个词元）"
             )
-        if cache is not None and tt.is_grad_enabled():
-            raise RuntimeError("使用 KV 缓存的前向只用于生成，请在 tt.no_grad() 下调用")
+        return ids
+
+    def features(self, idx: Any) -> tt.Tensor:
+        """输出层之前的表示（经过最终 LayerNorm），形状 (B, T, C)。"""
+        ids = self._check_ids(idx, 0)
         tok = self.tok_emb(ids)  # (B, T, C)
-        pos = self.pos_emb(np.arange(start, start + t))  # (T, C)
+        pos = self.pos_emb(np.arange(ids.shape[1]))  # (T, C)
         x = self.drop_emb(tok + pos)  # (B, T, C)
+        for block in self.trf_blocks:
+            x = block(x)
+        return self.final_norm(x)  # (B, T, C)
+
+    def infer(self, idx: Any, cache: KVCache | None = None, last_only: bool = True) -> np.ndarray:
+        """生成用的前向（不建计算图）：返回最后一个位置的 logits (B, V)，last_only=False 时返回 (B, T, V)。
+
+        有缓存时 idx 只含新词元：它们的键值写入缓存，位置从 cache.pos 接着数。
+        """
+        start = 0 if cache is None else cache.pos
+        ids = self._check_ids(idx, start)
+        vocab = self.cfg.vocab_size
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            bad = int(ids[(ids < 0) | (ids >= vocab)].ravel()[0])
+            raise IndexError(f"词元 id {bad} 超出嵌入表范围 [0, {vocab})")
+        t = ids.shape[1]
+        x = self.tok_emb.weight.data[ids] + self.pos_emb.weight.data[start : start + t]  # (B, T, C)
         for i, block in enumerate(self.trf_blocks):
-            x = block(x, cache, i)
+            x = block.infer(x, cache, i)
         if cache is not None:
             cache.advance(t)
-        return self.final_norm(x)  # (B, T, C)
+        if last_only:
+            x = x[:, -1]  # (B, C)：生成只需要最后一个位置
+        return self.final_norm.infer(x) @ self.out_head.weight.data.T  # (B, V) 或 (B, T, V)
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """为生成分配一个空的 KV 缓存（长度上限为 context_length）。"""

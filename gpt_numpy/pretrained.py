@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .gpt2_download import download_gpt2
-from .hf_gpt2 import read_hf_gpt2
+from llmcore.gpt2_download import download_gpt2
+from llmcore.hf_gpt2 import read_hf_gpt2
+
 from .model import GPTModel
 
 

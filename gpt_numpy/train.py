@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 
 import tinytensor as tt
+from llmcore.config import GPTConfig, TrainConfig, build_model_config
+from llmcore.trainer import TrainData, Trainer, TrainResult
+from llmcore.weight_init import decay_mask, init_arrays
 from tinytensor.nn import functional as F
 
-from .config import GPTConfig, TrainConfig
 from .generate import generate
-from .init import decay_mask, init_arrays
 from .model import GPTModel
-from .trainer import TrainData, Trainer, TrainResult
 
 
 class NumpyBackend:
@@ -124,21 +124,12 @@ class NumpyBackend:
         return flag
 
 
-def build_model_config(tcfg: TrainConfig, model_overrides: dict[str, Any], vocab_size: int) -> GPTConfig:
-    """由预设、命令行覆盖与分词器的词表大小得到模型配置。"""
-    from .config import apply_overrides
-
-    cfg = GPTConfig.preset(tcfg.preset)
-    cfg = apply_overrides(cfg, {**model_overrides, "vocab_size": vocab_size})
-    return cfg
-
-
 def train(
     tcfg: TrainConfig, model_overrides: dict[str, Any] | None = None, data: TrainData | None = None
 ) -> TrainResult:
     """按配置训练（可续训），返回结果摘要。"""
-    from .prepare import prepare_data
-    from .train_state import LAST, find_checkpoint
+    from llmcore.prepare import prepare_data
+    from llmcore.train_state import LAST, find_checkpoint
 
     resuming = tcfg.resume != "never" and find_checkpoint(tcfg.out_dir, LAST) is not None
     data = data or prepare_data(tcfg, reuse_tokenizer=resuming)

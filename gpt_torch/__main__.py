@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from gpt_numpy.cli import Track
-from gpt_numpy.cli import main as cli_main
-from gpt_numpy.config import TrainConfig
+from llmcore.cli import Track
+from llmcore.cli import main as cli_main
+from llmcore.config import TrainConfig
 
 EXTRA_HELP = """
 PyTorch 轨道另有：--device=auto|cpu|cuda|mps、--amp=auto|bf16|fp32、--compile=true。

@@ -1,6 +1,6 @@
-"""gpt_torch 的数据适配：把 gpt_numpy.datasets 的滑动窗口数据集包装成 torch 的 Dataset / DataLoader。
+"""gpt_torch 的数据适配：把 llmcore.datasets 的滑动窗口数据集包装成 torch 的 Dataset / DataLoader。
 
-分词、切窗口的逻辑只在 gpt_numpy 里写一遍；这里只负责把 NumPy 的 int64 数组变成 torch.long 张量。
+分词、切窗口的逻辑只在 llmcore 里写一遍；这里只负责把 NumPy 的 int64 数组变成 torch.long 张量。
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gpt_numpy.datasets import SlidingWindowDataset
+from llmcore.datasets import SlidingWindowDataset
 
 
 class TorchWindowDataset(Dataset):

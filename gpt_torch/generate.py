@@ -1,7 +1,7 @@
 """PyTorch 轨道的文本生成。
 
-generate / stream_generate 复用 gpt_numpy.generate.stream_tokens 的生成循环与
-gpt_numpy.sampling 的抽样（同样的种子 → 与 NumPy 轨道生成同样的文本）；
+generate / stream_generate 复用 llmcore.generation.stream_tokens 的生成循环与
+llmcore.sampling 的抽样（同样的种子 → 与 NumPy 轨道生成同样的文本）；
 generate_text_simple 是原书的纯 torch 贪心写法。
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt_numpy.generate import stream_tokens
+from llmcore.generation import stream_tokens
 
 
 def _torch_step(model: torch.nn.Module, device: torch.device):

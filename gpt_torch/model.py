@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gpt_numpy.checkpoint import check_state_shapes, load_model_state, save_model_state
-from gpt_numpy.config import GPTConfig
+from llmcore.checkpoint import check_state_shapes, load_model_state, save_model_state
+from llmcore.config import GPTConfig
 
 from .attention import MultiHeadAttention
 from .kv_cache import KVCache
@@ -129,7 +129,7 @@ class GPTModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    # ------------------------------------------------------------ 检查点（格式见 gpt_numpy/checkpoint.py）
+    # ------------------------------------------------------------ 检查点（格式见 llmcore/checkpoint.py）
     def state_arrays(self) -> dict[str, np.ndarray]:
         """参数名 → NumPy 数组（bf16/fp16 参数转成 float32 保存）。"""
         out = {}

@@ -3,7 +3,7 @@
     from gpt_torch.pretrained import download_gpt2, load_hf_gpt2
     model = load_hf_gpt2(download_gpt2("124M"), device="cuda")
 
-键名映射与配置转换见 gpt_numpy/hf_gpt2.py（两条轨道共用）。返回的模型处于 eval 模式。
+键名映射与配置转换见 llmcore/hf_gpt2.py（两条轨道共用）。返回的模型处于 eval 模式。
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from gpt_numpy.gpt2_download import download_gpt2
-from gpt_numpy.hf_gpt2 import read_hf_gpt2
+from llmcore.gpt2_download import download_gpt2
+from llmcore.hf_gpt2 import read_hf_gpt2
 
 from .model import GPTModel
 
@@ -28,7 +28,7 @@ def load_hf_gpt2(
 ) -> GPTModel:
     """读取 save_pretrained 格式的目录（config.json + model.safetensors），返回 eval 模式的 GPTModel。
 
-    drop_rate 为 None 时取 config.json 的 resid_pdrop（见 gpt_numpy/hf_gpt2.config_from_hf）。
+    drop_rate 为 None 时取 config.json 的 resid_pdrop（见 llmcore/hf_gpt2.config_from_hf）。
     """
     cfg, state = read_hf_gpt2(path, drop_rate)
     model = GPTModel(cfg, attn_impl=attn_impl)

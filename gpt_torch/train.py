@@ -3,7 +3,7 @@
     python -m gpt_torch train [--key=value ...]                   # 单进程（CPU / 单 GPU）
     torchrun --nproc_per_node=N -m gpt_torch.train [--key=value ...]   # DDP
 
-训练循环在 gpt_numpy/trainer.py（两条轨道共用）；这里实现框架相关的部分：
+训练循环在 llmcore/trainer.py（两条轨道共用）；这里实现框架相关的部分：
 设备选择、bf16 autocast、fused AdamW、可选的 torch.compile、DDP 的梯度同步与进程间归约。
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from gpt_numpy.config import GPTConfig, TrainConfig
-from gpt_numpy.init import decay_mask, init_arrays
-from gpt_numpy.trainer import TrainData, Trainer, TrainingDiverged, TrainingInterrupted, TrainResult
+from llmcore.config import GPTConfig, TrainConfig, build_model_config
+from llmcore.trainer import TrainData, Trainer, TrainingDiverged, TrainingInterrupted, TrainResult
+from llmcore.weight_init import decay_mask, init_arrays
 
 from .ddp import DistInfo, cleanup_distributed, init_distributed, unwrap
 from .generate import generate
@@ -236,18 +236,12 @@ def _rng_key(name: str, rank: int) -> str:
     return name if rank == 0 else f"{name}.rank{rank}"
 
 
-def build_model_config(tcfg: TrainConfig, model_overrides: dict[str, Any], vocab_size: int) -> GPTConfig:
-    from gpt_numpy.train import build_model_config as build
-
-    return build(tcfg, model_overrides, vocab_size)
-
-
 def train(
     tcfg: TrainConfig, model_overrides: dict[str, Any] | None = None, data: TrainData | None = None
 ) -> TrainResult:
     """按配置训练（可续训）。由 torchrun 启动时自动进入 DDP 模式；结束、出错或中断时都会清理进程组。"""
-    from gpt_numpy.prepare import prepare_data
-    from gpt_numpy.train_state import LAST, find_checkpoint
+    from llmcore.prepare import prepare_data
+    from llmcore.train_state import LAST, find_checkpoint
 
     device = resolve_device(tcfg.device)
     dist_info = init_distributed(device.type)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 import tinytensor as tt
-from gpt_numpy.config import GPTConfig
+from llmcore.config import GPTConfig
 
 
 def tiny_cfg(**kw: Any) -> GPTConfig:

@@ -10,9 +10,9 @@ torch = pytest.importorskip("torch")
 from gpt_testutil import default_dtype, numpy_model, tiny_cfg, torch_threads  # noqa: E402
 
 import tinytensor as tt  # noqa: E402
-from gpt_numpy.checkpoint import CheckpointError  # noqa: E402
 from gpt_numpy.model import GPTModel as NumpyGPT  # noqa: E402
 from gpt_torch.model import GPTModel as TorchGPT  # noqa: E402
+from llmcore.checkpoint import CheckpointError  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

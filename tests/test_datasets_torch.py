@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gpt_numpy.datasets import SlidingWindowDataset  # noqa: E402
-from gpt_numpy.tokenizers import get_gpt2_tokenizer  # noqa: E402
 from gpt_torch.data import TorchWindowDataset, create_torch_dataloader, to_torch_batch  # noqa: E402
+from llmcore.datasets import SlidingWindowDataset  # noqa: E402
+from llmcore.tokenizers import get_gpt2_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt_numpy.datasets import (
+from llmcore.datasets import (
     BatchLoader,
     RandomWindowSampler,
     SlidingWindowDataset,
@@ -15,7 +15,7 @@ from gpt_numpy.datasets import (
     load_tokens,
     save_tokens,
 )
-from gpt_numpy.tokenizers import EOT, BPETokenizer, CharTokenizer, get_gpt2_tokenizer
+from llmcore.tokenizers import EOT, BPETokenizer, CharTokenizer, get_gpt2_tokenizer
 
 
 def test_windows_are_shifted_by_one() -> None:

@@ -60,10 +60,10 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------------- 运行与读取
 def run_single(args: list[str]) -> None:
     """在本进程内做单进程训练（与 python -m gpt_torch train 相同的入口）；stop_at 造成的暂停不算错误。"""
-    from gpt_numpy.cli import parse_train_args
-    from gpt_numpy.trainer import TrainingInterrupted
     from gpt_torch.__main__ import TRACK
     from gpt_torch.train import train
+    from llmcore.cli import parse_train_args
+    from llmcore.trainer import TrainingInterrupted
 
     tcfg, overrides = parse_train_args(args, TRACK)
     threads = torch.get_num_threads()
@@ -208,11 +208,11 @@ def check_first_step(out: Path, batch_size: int, grad_accum: int) -> None:
     应当等于训练记录的值（检验“损失除以累积步数”）。"""
     from torch.nn import functional as F
 
-    from gpt_numpy.batches import StepBatches
-    from gpt_numpy.checkpoint import load_model_state
-    from gpt_numpy.datasets import load_tokens
-    from gpt_numpy.init import init_arrays
     from gpt_torch.model import GPTModel
+    from llmcore.batches import StepBatches
+    from llmcore.checkpoint import load_model_state
+    from llmcore.datasets import load_tokens
+    from llmcore.weight_init import init_arrays
 
     _, cfg, _ = load_model_state(out / "ckpt_last")
     model = GPTModel(cfg)
@@ -293,11 +293,11 @@ def test_ddp_resume_restores_each_rank_rng(data_file: Path, tmp_path: Path) -> N
 
 def test_resume_rejects_different_global_batch(data_file: Path, single_ref: Path, tmp_path: Path) -> None:
     """进程数变了而 batch_size 没跟着变：全局批次不同，续训应报错并说明原因。"""
-    from gpt_numpy.trainer import check_resume_compatible
+    from llmcore.trainer import check_resume_compatible
 
     state = json.loads((single_ref / "ckpt_last" / "trainer_state.json").read_text(encoding="utf-8"))
     saved = state["train_config"]
-    from gpt_numpy.config import GPTConfig
+    from llmcore.config import GPTConfig
 
     cfg = GPTConfig.preset("tiny")
     check_resume_compatible(saved, {**saved, "batch_size": 4}, cfg, cfg, saved_world=1, world=2)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt_numpy.datasets import registry
-from gpt_numpy.datasets import remote as dl
+from llmcore.datasets import registry
+from llmcore.datasets import remote as dl
 
 CONTENT = "这是一段用于测试下载的文本。\nThe quick brown fox.\n".encode() * 200
 SHA = hashlib.sha256(CONTENT).hexdigest()

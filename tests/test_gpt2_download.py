@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from gpt_testutil import hf_config, hf_state, write_hf_dir
 
-from gpt_numpy import gpt2_download
-from gpt_numpy.datasets.remote import DownloadError, NotCachedError, resolve_url
-from gpt_numpy.gpt2_download import download_gpt2, gpt2_repo_name, gpt2_url
 from gpt_numpy.pretrained import load_hf_gpt2
+from llmcore import gpt2_download
+from llmcore.datasets.remote import DownloadError, NotCachedError, resolve_url
+from llmcore.gpt2_download import download_gpt2, gpt2_repo_name, gpt2_url
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ import pytest
 from gpt_testutil import numpy_model, tiny_cfg
 
 import tinytensor as tt
-from gpt_numpy.checkpoint import CheckpointError, load_model_state
 from gpt_numpy.model import GPTModel
+from llmcore.checkpoint import CheckpointError, load_model_state
 
 
 def test_input_longer_than_context():

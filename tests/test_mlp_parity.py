@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import tinytensor as tt
+from llmcore.schedule import warmup_cosine_lr
 from tinytensor import nn, optim
 from tinytensor.nn import functional as F
-from tinytensor.optim.lr_scheduler import LambdaLR, warmup_cosine_lr
+from tinytensor.optim.lr_scheduler import LambdaLR
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

@@ -13,10 +13,10 @@ import pytest
 from gpt_testutil import gpt2_reference_logits, hf_config, hf_state, write_hf_dir
 
 import tinytensor as tt
-from gpt_numpy.checkpoint import CheckpointError
-from gpt_numpy.hf_gpt2 import HFConversionError, config_from_hf, convert_hf_state
 from gpt_numpy.model import GPTModel
 from gpt_numpy.pretrained import load_hf_gpt2
+from llmcore.checkpoint import CheckpointError
+from llmcore.hf_gpt2 import HFConversionError, config_from_hf, convert_hf_state
 
 IDS = np.array([[3, 0, 36, 7, 7, 12, 5, 1, 30, 2, 9, 4], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt_numpy.sampling import filter_logits, sample_next, softmax
+from llmcore.sampling import filter_logits, sample_next, softmax
 
 N = 40_000
 LOGITS = np.log(np.array([0.05, 0.30, 0.02, 0.40, 0.15, 0.08]))  # 概率按下标：3 > 1 > 4 > 5 > 0 > 2

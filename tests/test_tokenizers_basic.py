@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gpt_numpy.tokenizers import (
+from llmcore.tokenizers import (
     EOT,
     UNK,
     CharTokenizer,
@@ -14,7 +14,7 @@ from gpt_numpy.tokenizers import (
     WordTokenizer,
     load_tokenizer,
 )
-from gpt_numpy.tokenizers.base import split_special
+from llmcore.tokenizers.base import split_special
 
 ENGLISH = 'It was the best of times--it was the worst of times. "Really?" she asked (quietly).'
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpt_numpy.tokenizers import EOT, ZH_PATTERN, BPETokenizer, load_tokenizer
-from gpt_numpy.tokenizers.bpe_encode import bpe_merge
-from gpt_numpy.tokenizers.bpe_train import count_chunks, train_bpe
+from llmcore.tokenizers import EOT, ZH_PATTERN, BPETokenizer, load_tokenizer
+from llmcore.tokenizers.bpe_encode import bpe_merge
+from llmcore.tokenizers.bpe_train import count_chunks, train_bpe
 
 SAMPLE = (
     "人民日报记者报道：今年一月，全国经济保持稳定增长，人民生活水平进一步提高。\n"

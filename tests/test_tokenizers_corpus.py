@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpt_numpy.datasets import load_default_corpus
-from gpt_numpy.tokenizers import BPETokenizer, get_gpt2_tokenizer
+from llmcore.datasets import load_default_corpus
+from llmcore.tokenizers import BPETokenizer, get_gpt2_tokenizer
 
 
 def chars_per_token(tok: BPETokenizer, text: str) -> float:

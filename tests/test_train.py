@@ -214,8 +214,8 @@ def test_eval_windows_follow_the_sampling_mode(sampling: str, tmp_path: Path) ->
     这样“训练损失”与原书的 calc_loss_loader 可比；random 模式：训练集评估窗口的起点随机。"""
     from types import SimpleNamespace
 
-    from gpt_numpy.config import GPTConfig, TrainConfig
-    from gpt_numpy.trainer import TrainData, Trainer
+    from llmcore.config import GPTConfig, TrainConfig
+    from llmcore.trainer import TrainData, Trainer
 
     tcfg = TrainConfig(sampling=sampling, batch_size=2, eval_batches=3, max_steps=5, out_dir=str(tmp_path))
     mcfg = GPTConfig(vocab_size=50, context_length=16, emb_dim=8, n_heads=2, n_layers=1)

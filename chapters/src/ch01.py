@@ -286,10 +286,10 @@ print("PyTorch     :", torch.nn.functional.cross_entropy(torch.tensor(logits), t
 # | 章节 | 内容 | 代码在哪里 |
 # |---|---|---|
 # | 第 1 章 | 全景：语言模型、GPT、预训练与微调（本章） | — |
-# | 第 2 章 | 文本数据：分词（按词、按字、字节级 BPE）、词元 id、滑动窗口数据集与批次 | `gpt_numpy/tokenizers/`、`gpt_numpy/datasets/` |
+# | 第 2 章 | 文本数据：分词（按词、按字、字节级 BPE）、词元 id、滑动窗口数据集与批次 | `llmcore/tokenizers/`、`llmcore/datasets/` |
 # | 第 3 章 | 注意力机制：从简单的自注意力到因果、多头注意力 | `gpt_numpy/model.py`、`gpt_torch/model.py` |
 # | 第 4 章 | 从零实现 GPT：层归一化、GELU 前馈网络、残差连接、Transformer 块、生成文本 | `gpt_numpy/model.py`、`gpt_numpy/generate.py`、`gpt_torch/model.py` |
-# | 第 5 章 | 在无标注数据上预训练：损失、训练循环、采样策略、保存与加载检查点、加载 GPT-2 权重 | `gpt_numpy/train.py`、`gpt_numpy/checkpoint.py`、`gpt_torch/train.py` |
+# | 第 5 章 | 在无标注数据上预训练：损失、训练循环、采样策略、保存与加载检查点、加载 GPT-2 权重 | `gpt_numpy/train.py`、`llmcore/checkpoint.py`、`gpt_torch/train.py` |
 # | 第 6 章 | 分类微调：垃圾短信识别 | `gpt_numpy/finetune/` |
 # | 第 7 章 | 指令微调：让模型听懂指令 | `gpt_numpy/finetune/` |
 # | 自动求导 | tinytensor 的内部：计算图、反向传播、梯度检查、numba 内核 | `tinytensor/` |

@@ -9,7 +9,7 @@
 # 英文字母只有几十个，常用汉字却有几千个。我们会亲眼看到 GPT-2 的分词器处理中文有多“费”，
 # 然后从零训练一个适合中文的字节级 BPE 分词器，最后把词元切成训练样本、变成向量。
 #
-# 本章的代码都在 `gpt_numpy.tokenizers` 和 `gpt_numpy.datasets` 里，与框架无关，
+# 本章的代码都在 `llmcore.tokenizers` 和 `llmcore.datasets` 里，与框架无关，
 # NumPy 轨道和 PyTorch 轨道共用。notebook 只负责调用和展示。
 
 # %%
@@ -34,7 +34,7 @@ print("快速模式" if QUICK else "完整模式")
 # 又不会把同一篇文章的相邻段落拆到两边——后面衡量分词器和模型时，用的都是模型没见过的验证集。
 
 # %%
-from gpt_numpy.datasets import load_default_corpus
+from llmcore.datasets import load_default_corpus
 
 train_text, val_text = load_default_corpus()
 n_paragraphs = train_text.count("\n") + val_text.count("\n")
@@ -49,7 +49,7 @@ print(train_text[:150])
 # `WordTokenizer` 就是这样做的：词表 (vocabulary) 是训练文本里出现过的全部词，排好序后依次编号。
 
 # %%
-from gpt_numpy.tokenizers import UnkWordTokenizer, WordTokenizer
+from llmcore.tokenizers import UnkWordTokenizer, WordTokenizer
 
 english = (
     "The old lighthouse keeper climbed the stairs every evening. "
@@ -94,7 +94,7 @@ print(WordTokenizer.train(zh_sentence).vocab)
 # 按出现次数从多到少编号，前两个 id 留给 `<|endoftext|>` 和 `<|unk|>`。
 
 # %%
-from gpt_numpy.tokenizers import CharTokenizer
+from llmcore.tokenizers import CharTokenizer
 
 char_tok = CharTokenizer.train(train_text)
 print("字符词表大小：", char_tok.vocab_size)
@@ -143,7 +143,7 @@ print(f"“{sentence}”：{len(sentence)} 个字符，{len(sentence.encode('utf
 # 不需要联网；我们校验了文件的 sha256，并用测试保证编码结果与 tiktoken 的 "gpt2" 完全一致。
 
 # %%
-from gpt_numpy.tokenizers import get_gpt2_tokenizer
+from llmcore.tokenizers import get_gpt2_tokenizer
 
 gpt2 = get_gpt2_tokenizer()
 ids = gpt2.encode("Hello, do you like tea? <|endoftext|> In the sunlit terraces", allowed_special={"<|endoftext|>"})
@@ -184,7 +184,7 @@ print("训练集里的不同字符，在 GPT-2 中各需几个词元：", {f"{k}
 # %%
 import regex
 
-from gpt_numpy.tokenizers import GPT2_PATTERN, ZH_PATTERN
+from llmcore.tokenizers import GPT2_PATTERN, ZH_PATTERN
 
 demo = "１９９７年GDP增长8.8%，经济发展势头良好。It's great!"
 print("GPT-2：", regex.findall(GPT2_PATTERN, demo))
@@ -199,7 +199,7 @@ print("中文：", regex.findall(ZH_PATTERN, demo))
 # 这样在整个训练集上学 8,000 个词元只需一分钟左右。
 
 # %%
-from gpt_numpy.tokenizers import BPETokenizer
+from llmcore.tokenizers import BPETokenizer
 
 VOCAB_SIZE = 1200 if QUICK else 8000
 bpe_text = train_text[:150_000] if QUICK else train_text
@@ -265,7 +265,7 @@ print(bpe.decode(bpe.encode("字节级 BPE 能编码任何文本：😀 ñ ∑ �
 import tempfile
 from pathlib import Path
 
-from gpt_numpy.tokenizers import load_tokenizer
+from llmcore.tokenizers import load_tokenizer
 
 workdir = Path(tempfile.mkdtemp())
 bpe.save(workdir / "zh_bpe.json")
@@ -285,7 +285,7 @@ print(type(again).__name__, again.encode(sentence) == bpe.encode(sentence))
 # 一个窗口其实同时包含了 `max_length` 道练习题。
 
 # %%
-from gpt_numpy.datasets import SlidingWindowDataset
+from llmcore.datasets import SlidingWindowDataset
 
 paragraph_ids = bpe.encode(val_text.split("\n")[0])
 ds = SlidingWindowDataset(paragraph_ids, max_length=6, stride=6)
@@ -316,7 +316,7 @@ except ValueError as e:
 # `create_torch_dataloader`，切窗口的代码是同一份，只是最后交给 `torch.utils.data.DataLoader`。
 
 # %%
-from gpt_numpy.datasets import BatchLoader
+from llmcore.datasets import BatchLoader
 
 val_ids = bpe.encode(val_text)
 loader = BatchLoader(SlidingWindowDataset(val_ids, max_length=8, stride=8), batch_size=4, shuffle=True, seed=123)
@@ -339,7 +339,7 @@ print(xt)
 # 后面的训练循环也支持。
 
 # %%
-from gpt_numpy.datasets import RandomWindowSampler, encode_to_npy, load_tokens
+from llmcore.datasets import RandomWindowSampler, encode_to_npy, load_tokens
 
 tokens = load_tokens(encode_to_npy(val_text, bpe, workdir / "val.npy"))
 print(type(tokens).__name__, tokens.dtype, f"{len(tokens):,} 个词元，{tokens.nbytes:,} 字节")

@@ -59,7 +59,7 @@ print("tinytensor", tt.__version__, "| torch", torch.__version__, "| 快速模�
 # 注意这句话里“天”出现了两次：同一个词元 id，查到的是同一行嵌入。这一点后面还会用到。
 
 # %%
-from gpt_numpy.tokenizers import CharTokenizer  # 第 2 章的字符级分词器
+from llmcore.tokenizers import CharTokenizer  # 第 2 章的字符级分词器
 
 text = "今天天气真好"
 char_tok = CharTokenizer.train(text)  # 词表：两个特殊词元 + 这句话里的 5 个字

@@ -39,9 +39,9 @@ import torch
 
 import tinytensor as tt
 from gpt_numpy import model as NM  # NumPy 轨道（tinytensor）
-from gpt_numpy.config import PRESETS, GPTConfig
+from llmcore.config import PRESETS, GPTConfig
 from gpt_numpy.generate import generate_text_simple
-from gpt_numpy.tokenizers import get_gpt2_tokenizer
+from llmcore.tokenizers import get_gpt2_tokenizer
 from gpt_torch import model as TM  # PyTorch 轨道
 from gpt_torch.generate import generate_text_simple as generate_text_simple_torch
 from tinytensor.nn import functional as F

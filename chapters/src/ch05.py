@@ -45,10 +45,10 @@ import torch
 import gpt_numpy
 import tinytensor as tt
 from gpt_numpy import model as NM  # NumPy 轨道（tinytensor）
-from gpt_numpy.config import RECIPES, GPTConfig, TrainConfig
-from gpt_numpy.datasets import load_default_corpus
-from gpt_numpy.init import init_arrays
-from gpt_numpy.tokenizers import CharTokenizer
+from llmcore.config import RECIPES, GPTConfig, TrainConfig
+from llmcore.datasets import load_default_corpus
+from llmcore.weight_init import init_arrays
+from llmcore.tokenizers import CharTokenizer
 from gpt_torch import model as TM  # PyTorch 轨道
 from tinytensor.nn import functional as F
 
@@ -79,7 +79,7 @@ print(f"词表大小 V = {V:,}；训练集 {len(train_ids):,} 个词元，验证
 
 # %% [markdown]
 # 本章前半部分用一个小模型：tiny 预设（4 层、`C = 128`），上下文缩短为 64 个字。
-# 两条轨道的初始权重都由 `gpt_numpy.init.init_arrays(形状, 配置, 种子)` 生成——同一个种子给出同一组 NumPy 数组，
+# 两条轨道的初始权重都由 `llmcore.weight_init.init_arrays(形状, 配置, 种子)` 生成——同一个种子给出同一组 NumPy 数组，
 # 再按参数名分别装进 tinytensor 模型和 torch 模型。
 
 # %%
@@ -111,7 +111,7 @@ print(f"参数个数：tinytensor {model_np.num_parameters():,}，torch {model_t
 # 量一量这个随机模型的损失：
 
 # %%
-from gpt_numpy.batches import eval_batches
+from llmcore.batches import eval_batches
 
 val_batches = eval_batches(val_ids, n_batches=4, batch_size=8, context_length=cfg.context_length)
 
@@ -221,7 +221,7 @@ print(f"一元模型：验证集交叉熵 {unigram:.4f}，困惑度 {math.exp(un
 # ## 5.3 从文本到批次
 #
 # 第 2 章讲过滑动窗口：把长长的词元序列切成长度 T 的窗口，输入 `x = ids[s : s+T]`，目标 `y = ids[s+1 : s+T+1]`。
-# 一个窗口同时包含 T 道“猜下一个字”的题。训练器用 `gpt_numpy.batches.StepBatches` 取批次，它有两种方式：
+# 一个窗口同时包含 T 道“猜下一个字”的题。训练器用 `llmcore.batches.StepBatches` 取批次，它有两种方式：
 #
 # - `random`（默认，nanoGPT 的做法）：每个批次随机取 B 个起点。语料很长、训练步数远不到一轮时，这样最简单。
 # - `epoch`（原书的做法）：按步长切出全部窗口，每一轮打乱一次依次取完。5.9 节原书的实验用它。
@@ -230,7 +230,7 @@ print(f"一元模型：验证集交叉熵 {unigram:.4f}，困惑度 {math.exp(un
 # 就能接着取出一模一样的数据，不必保存数据加载器的状态。
 
 # %%
-from gpt_numpy.batches import StepBatches
+from llmcore.batches import StepBatches
 
 batches = StepBatches(train_ids, batch_size=4, context_length=12, mode="random", seed=1)
 x, y = batches.get(0)  # 第 0 个批次
@@ -357,7 +357,7 @@ print(f"不必保存的 logits：{B}×{cfg.context_length}×{V} 个 float32，�
 # %% [markdown]
 # ## 5.5 正式的训练器：`python -m gpt_numpy train`
 #
-# 上面的循环能用，但离“放心地训几个小时”还差很多东西。`gpt_numpy/trainer.py` 里的 `Trainer` 是两条轨道共用的
+# 上面的循环能用，但离“放心地训几个小时”还差很多东西。`llmcore/trainer.py` 里的 `Trainer` 是两条轨道共用的
 # 训练循环（框架相关的部分由各自的后端提供），它在五步之外加上了：
 #
 # | 功能 | 作用 | 细节在 |
@@ -548,8 +548,8 @@ if len(default_runs) == 2:
 
 # %%
 from gpt_numpy.generate import generate
-from gpt_numpy.sampling import filter_logits, softmax
-from gpt_numpy.tokenizers import load_tokenizer
+from llmcore.sampling import filter_logits, softmax
+from llmcore.tokenizers import load_tokenizer
 from gpt_torch.generate import generate as generate_torch
 
 ckpt = run_dir / "ckpt_best"
@@ -606,7 +606,7 @@ plt.show()
 # - **top-k**：只保留 logits 最大的 k 个词元，其余设为 $-\infty$，再 softmax；
 # - **top-p**（核采样，nucleus sampling）：按概率从大到小累加，保留刚好凑够 p 的最少几个词元。
 #
-# top-p 的好处是**自适应**：模型越有把握，留下的候选越少；拿不准时留得多。用 `gpt_numpy.sampling.filter_logits`
+# top-p 的好处是**自适应**：模型越有把握，留下的候选越少；拿不准时留得多。用 `llmcore.sampling.filter_logits`
 # 在两个位置上比较：“新华社北”后面几乎只能是“京”，而一句话刚开头时可选的字很多。
 
 # %%
@@ -656,7 +656,7 @@ print("重复率最高的是：", max(rates, key=rates.get), "；最低的是：
 #
 # 这些是小模型上常见的规律，具体到某一段文字还与种子有关（上面打印了这一次的实际情况）；练习 3 请你换几个种子数一数。
 #
-# **同一个种子，两条轨道生成同一段文字。** 抽样本身（`gpt_numpy.sampling.sample_next`）只依赖 NumPy，
+# **同一个种子，两条轨道生成同一段文字。** 抽样本身（`llmcore.sampling.sample_next`）只依赖 NumPy，
 # 两条轨道共用：NumPy 的随机数生成器用种子初始化，每一步抽一个 [0, 1) 的均匀随机数，在累积概率上查出词元
 # （逆变换抽样）。只要两边算出的 logits 一样（它们只差 float32 的舍入），抽到的词元就一样；
 # 只有当舍入的差恰好跨过某个词元累积概率的分界点时，两边才会在那一步分岔，这种情况极少见。下面打印的是实际结果：
@@ -753,7 +753,7 @@ print(f"全部 {2 * N} 步的最大差 {diff:.1e}")
 # `download_gpt2("124M")` 从 Hugging Face 下载 `config.json` 和 `model.safetensors`（约 500 MB，缓存在
 # `LLMZH_CACHE`，缺省 `~/.cache/llm-zh`；国内可设置 `HF_ENDPOINT` 指向镜像），`load_hf_gpt2` 把它装进模型。
 #
-# 装载时要处理三件事（代码在 `gpt_numpy/hf_gpt2.py`，两条轨道共用）：
+# 装载时要处理三件事（代码在 `llmcore/hf_gpt2.py`，两条轨道共用）：
 #
 # 1. **改名**：`wte` → `tok_emb`，`h.0.ln_1.weight` → `trf_blocks.0.norm1.scale`，……
 # 2. **转置**：GPT-2 的线性层是 `Conv1D`，计算 `x @ W + b`，权重存成 (in, out)；我们的 `Linear` 与 torch 一样存 (out, in)。
@@ -766,9 +766,9 @@ print(f"全部 {2 * N} 步的最大差 {diff:.1e}")
 # %%
 from safetensors.numpy import save_file
 
-from gpt_numpy.datasets import DownloadError, NotCachedError
+from llmcore.datasets import DownloadError, NotCachedError
 from gpt_numpy.pretrained import download_gpt2, load_hf_gpt2
-from gpt_numpy.tokenizers import get_gpt2_tokenizer
+from llmcore.tokenizers import get_gpt2_tokenizer
 from gpt_torch.pretrained import load_hf_gpt2 as load_hf_gpt2_torch
 
 
@@ -926,9 +926,9 @@ for k, note in notes.items():
 # 数据很小，能算出一共要训多少步；模型却不小：
 
 # %%
-from gpt_numpy.datasets import load_the_verdict
-from gpt_numpy.prepare import split_text
-from gpt_numpy.trainer import total_steps_for
+from llmcore.datasets import load_the_verdict
+from llmcore.prepare import split_text
+from llmcore.trainer import total_steps_for
 
 book = TrainConfig(**{k: v for k, v in recipe.items() if k in TrainConfig.__dataclass_fields__})
 book_cfg = GPTConfig.preset(recipe["preset"], context_length=recipe["context_length"])

@@ -1,39 +1,15 @@
-"""学习率调度：线性预热 (warmup) + 余弦衰减 (cosine decay)。
+"""学习率调度器：``LambdaLR`` 按 torch.optim.lr_scheduler 的方式修改 group["lr"]。
 
-``warmup_cosine_lr`` 是与框架无关的纯函数（两条轨道共用）；
-``LambdaLR`` 与 ``WarmupCosine`` 按 torch.optim.lr_scheduler 的方式修改 group["lr"]。
+调度公式本身（如预热 + 余弦）是与框架无关的纯函数，放在 llmcore.schedule；
+用法与 torch 相同：``LambdaLR(opt, lambda step: 系数)``。
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from .optimizer import Optimizer
-
-
-def warmup_cosine_lr(
-    step: int, *, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0, initial_lr: float = 0.0
-) -> float:
-    """第 step 步（从 0 数）的学习率。
-
-    前 warmup_steps 步从 initial_lr 线性升到 max_lr（按 step+1 计，与 nanoGPT 相同：第 0 步已是
-    initial_lr + (max_lr-initial_lr)/warmup_steps，第 warmup_steps-1 步到达 max_lr）；
-    之后到 total_steps 按余弦从 max_lr 降到 min_lr（中点为两者的平均）；超过 total_steps 保持 min_lr。
-    """
-    if warmup_steps < 0 or total_steps <= 0 or warmup_steps > total_steps:
-        raise ValueError(
-            f"需要 0 ≤ warmup_steps ≤ total_steps 且 total_steps > 0，收到 warmup_steps={warmup_steps}、"
-            f"total_steps={total_steps}"
-        )
-    if step < warmup_steps:
-        return initial_lr + (max_lr - initial_lr) * (step + 1) / warmup_steps
-    if step >= total_steps:
-        return min_lr
-    span = max(total_steps - warmup_steps, 1)
-    progress = (step - warmup_steps) / span
-    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 class LambdaLR:
@@ -96,18 +72,3 @@ class LambdaLR:
         for g, lr in zip(self.optimizer.param_groups, self.get_lr()):
             g["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-
-class WarmupCosine(LambdaLR):
-    """预热 + 余弦衰减；学习率以优化器的初始 lr 为峰值，min_lr_ratio 为终点占峰值的比例。"""
-
-    def __init__(
-        self, optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1,
-        last_epoch: int = -1,
-    ) -> None:
-        def fn(step: int) -> float:
-            return warmup_cosine_lr(
-                step, max_lr=1.0, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr_ratio
-            )
-
-        super().__init__(optimizer, fn, last_epoch)

@@ -4,7 +4,7 @@
     model = load_hf_gpt2(path)            # gpt_numpy.pretrained 或 gpt_torch.pretrained
 
 地址为 ``https://huggingface.co/openai-community/{name}/resolve/main/{文件}``。实际下载交给
-项目统一的下载助手 gpt_numpy.datasets.remote.download，所以同样支持：HF_ENDPOINT（国内可设为
+项目统一的下载助手 llmcore.datasets.remote.download，所以同样支持：HF_ENDPOINT（国内可设为
 镜像，如 https://hf-mirror.com）、LLMZH_MIRROR、LLMZH_OFFLINE=1（只用缓存）、原子写入。
 文件缓存在 ``{cache_dir}/{name}/`` 下；cache_dir 缺省为下载助手的缓存目录（LLMZH_CACHE，缺省 ~/.cache/llm-zh）。
 """

@@ -26,6 +26,7 @@ import numpy as np
 from .batches import StepBatches, eval_batches
 from .checkpoint import CheckpointError
 from .config import GPTConfig, TrainConfig
+from .schedule import warmup_cosine_lr
 from .train_state import (
     BEST,
     LAST,
@@ -107,8 +108,6 @@ class TrainResult:
 
 def lr_at(step: int, tcfg: TrainConfig, total_steps: int) -> float:
     """第 step 次更新（从 0 数）使用的学习率。"""
-    from tinytensor.optim.lr_scheduler import warmup_cosine_lr
-
     warmup = min(tcfg.warmup_steps, total_steps)  # 总步数比预热还短时，预热占满全程
     if tcfg.schedule == "constant":
         if warmup and step < warmup:

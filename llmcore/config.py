@@ -259,6 +259,12 @@ def apply_overrides(obj: T, overrides: dict[str, Any]) -> T:
     return dataclasses.replace(obj, **{k: _convert(v, types_[k], k) for k, v in overrides.items()})
 
 
+def build_model_config(tcfg: TrainConfig, model_overrides: dict[str, Any], vocab_size: int) -> GPTConfig:
+    """由预设、命令行覆盖与分词器的词表大小得到模型配置（两条轨道共用）。"""
+    cfg = GPTConfig.preset(tcfg.preset)
+    return apply_overrides(cfg, {**model_overrides, "vocab_size": vocab_size})
+
+
 def save_json(obj: Any, path: str | Path) -> None:
     """原子地写 JSON（先写临时文件再改名）。"""
     p = Path(path)
@@ -268,5 +274,6 @@ def save_json(obj: Any, path: str | Path) -> None:
 
 
 __all__ = [
-    "GPTConfig", "PRESETS", "RECIPES", "TrainConfig", "apply_overrides", "from_dict", "parse_overrides", "save_json",
+    "GPTConfig", "PRESETS", "RECIPES", "TrainConfig", "apply_overrides", "build_model_config", "from_dict",
+    "parse_overrides", "save_json",
 ]
