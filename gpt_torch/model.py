@@ -70,6 +70,12 @@ class TransformerBlock(nn.Module):
         return x
 
 
+def assert_ids_in_vocab_async(idx: torch.Tensor, vocab_size: int) -> None:
+    """设备端断言所有 id 都在 [0, vocab_size) 内，不把数据取回 CPU（CPU 张量上立即报错，GPU 上在下一次同步时报错）。"""
+    ok = ((idx >= 0) & (idx < vocab_size)).all()
+    torch._assert_async(ok, f"词元 id 超出嵌入表范围 [0, {vocab_size})")
+
+
 class GPTModel(nn.Module):
     """GPT：输入词元 id (B, T)，输出 logits (B, T, V)。"""
 
@@ -106,12 +112,13 @@ class GPTModel(nn.Module):
                 "请截断输入（generate 会自动只保留最后 context_length 个词元）"
             )
         v = self.cfg.vocab_size
-        # 越界检查要把数据取回 CPU：在 GPU 上会强制同步、在 torch.compile 里会打断计算图，所以只在 CPU 上做
-        # （GPU 上越界的 id 会由 embedding 自己报错，只是信息不如这里清楚）
-        check = idx.device.type == "cpu" and not torch.compiler.is_compiling()
-        if check and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= v):
-            bad = int(idx[(idx < 0) | (idx >= v)][0])
-            raise IndexError(f"词元 id {bad} 超出嵌入表范围 [0, {v})")
+        if idx.numel() and not torch.compiler.is_compiling():  # torch.compile 里不检查（会打断计算图）
+            if idx.device.type == "cpu":
+                if int(idx.min()) < 0 or int(idx.max()) >= v:
+                    bad = int(idx[(idx < 0) | (idx >= v)][0])
+                    raise IndexError(f"词元 id {bad} 超出嵌入表范围 [0, {v})")
+            else:  # GPU 上取回数据会强制同步：改用设备端的异步断言，越界时在下一次同步处报错
+                assert_ids_in_vocab_async(idx, v)
         tok = self.tok_emb(idx)  # (B, T, C)
         pos = self.pos_emb(torch.arange(start, start + t, device=idx.device))  # (T, C)
         x = self.drop_emb(tok + pos)  # (B, T, C)

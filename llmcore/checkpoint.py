@@ -70,7 +70,29 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     try:
         return load_file(str(p))
     except Exception as e:  # safetensors 对损坏文件抛出多种异常
+        odd = _unsupported_dtypes(p)
+        if odd:
+            raise CheckpointError(
+                f"权重文件 {p} 含有 NumPy 不支持的数据类型 {', '.join(sorted(odd))}（如 bf16）；"
+                "请先转换为 float32（例如在 torch 里 .float() 后重新保存）"
+            ) from None
         raise CheckpointError(f"权重文件 {p} 已损坏或不是 safetensors 格式：{e}") from None
+
+
+_NUMPY_DTYPES = {"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"}
+
+
+def _unsupported_dtypes(path: Path) -> set[str]:
+    """读 safetensors 的头（8 字节长度 + JSON），返回 NumPy 读不了的数据类型；头本身坏了就返回空集合。"""
+    try:
+        with path.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= 100_000_000:
+                return set()
+            header = json.loads(f.read(n))
+        return {v["dtype"] for k, v in header.items() if k != "__metadata__"} - _NUMPY_DTYPES
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
 
 
 def save_model_state(

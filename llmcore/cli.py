@@ -98,7 +98,8 @@ def cmd_train(argv: list[str], track: Track) -> int:
             print(str(e), file=sys.stderr)
         return e.exit_code
     except TrainingDiverged as e:
-        print(f"训练发散：{e}", file=sys.stderr)
+        if e.is_main:
+            print(f"训练发散：{e}", file=sys.stderr)
         return EXIT_DIVERGED
     if not getattr(result, "is_main", True):  # DDP 的非主进程不打印摘要
         return 0
@@ -150,7 +151,8 @@ class _StreamPrinter:
     """流式输出：每来一个词元就解码全部新词元，只打印已经完整的字符（字节级 BPE 可能把一个汉字拆开）。"""
 
     def __init__(self, tokenizer: Any) -> None:
-        self.tok, self.ids, self.printed = tokenizer, [], 0
+        self.tok, self.printed = tokenizer, 0
+        self.ids: list[int] = []
 
     def push(self, token: int) -> None:
         self.ids.append(int(token))

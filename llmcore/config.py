@@ -256,7 +256,7 @@ def apply_overrides(obj: T, overrides: dict[str, Any]) -> T:
     unknown = [k for k in overrides if k not in types_]
     if unknown:
         raise ValueError(f"{type(obj).__name__} 没有字段 {unknown}；可用字段：{', '.join(types_)}")
-    return dataclasses.replace(obj, **{k: _convert(v, types_[k], k) for k, v in overrides.items()})
+    return dataclasses.replace(obj, **{k: _convert(v, types_[k], k) for k, v in overrides.items()})  # type: ignore[type-var]
 
 
 def build_model_config(tcfg: TrainConfig, model_overrides: dict[str, Any], vocab_size: int) -> GPTConfig:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """读取 metrics.jsonl（每行一个 JSON 记录）。"""
@@ -42,7 +44,8 @@ def plot_losses(history: Sequence[dict[str, Any]], path: str | Path, tokens_per_
     ax.grid(alpha=0.3)
     ax.legend()
     if tokens_per_step:
-        top = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step, lambda t: t / tokens_per_step))
+        k = tokens_per_step
+        top = ax.secondary_xaxis("top", functions=(lambda s: np.asarray(s) * k, lambda t: np.asarray(t) / k))
         top.set_xlabel(lab[5])
     fig.tight_layout()
     p = Path(path)

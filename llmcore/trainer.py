@@ -57,6 +57,10 @@ class TrainingInterrupted(Exception):
 class TrainingDiverged(RuntimeError):
     """损失变成 NaN 或 inf。"""
 
+    def __init__(self, message: str, is_main: bool = True) -> None:
+        super().__init__(message)
+        self.is_main = is_main  # 多进程时每个进程都会发现发散，只有主进程打印
+
 
 class Backend(Protocol):
     """训练后端需要提供的接口（框架相关的全部操作）。"""
@@ -387,9 +391,11 @@ class Trainer:
                     x, y = self.batches.get(self.step * t.grad_accum + m, be.rank, be.world_size)
                     loss_sum += be.forward_backward(x, y, 1.0 / t.grad_accum, sync=(m == t.grad_accum - 1))
                 loss = loss_sum / t.grad_accum
-                if not math.isfinite(loss):
+                if be.agree(not math.isfinite(loss)):  # 多进程时所有进程一起停下（任一进程发散即全体停止）
                     where = f"上一个正常的检查点在 {self._last_ckpt}" if self._last_ckpt else "还没有保存过检查点"
-                    raise TrainingDiverged(f"第 {self.step + 1} 步的训练损失为 {loss}，训练停止；{where}")
+                    raise TrainingDiverged(
+                        f"第 {self.step + 1} 步的训练损失为 {loss}，训练停止；{where}", is_main=be.is_main
+                    )
                 gnorm = be.clip_grad_norm(t.grad_clip) if t.grad_clip > 0 else None
                 be.optimizer_step(lr)
                 self.step += 1

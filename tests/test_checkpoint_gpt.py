@@ -86,6 +86,13 @@ def test_torch_errors():
     for bad in (37, -2):
         with pytest.raises(IndexError, match=rf"词元 id {bad} 超出嵌入表范围 \[0, 37\)"):
             m(torch.tensor([[1, bad, 2]]))
+    # GPU 上用的设备端断言（CPU 张量上立即生效，所以这里能测到它的判断与消息）
+    from gpt_torch.model import assert_ids_in_vocab_async
+
+    assert_ids_in_vocab_async(torch.tensor([[0, 36]]), 37)
+    for bad in (37, -2):
+        with pytest.raises(RuntimeError, match=r"词元 id 超出嵌入表范围 \[0, 37\)"):
+            assert_ids_in_vocab_async(torch.tensor([[1, bad]]), 37)
     small = NumpyGPT(tiny_cfg(emb_dim=8, n_heads=2))
     shape_msg = r"'tok_emb.weight' 形状不匹配：检查点中为 \(37, 8\)，模型需要 \(37, 16\)"
     with pytest.raises(CheckpointError, match=shape_msg):
@@ -103,3 +110,18 @@ def test_torch_load_corrupted(tmp_path):
     w.unlink()
     with pytest.raises(CheckpointError, match="找不到权重文件"):
         TorchGPT.load(tmp_path)
+
+
+def test_unsupported_dtype_is_not_called_corrupt(tmp_path):
+    from safetensors.torch import save_file
+
+    from llmcore.checkpoint import load_arrays
+
+    path = tmp_path / "bf16.safetensors"
+    save_file({"w": torch.zeros(3, dtype=torch.bfloat16)}, str(path))
+    with pytest.raises(CheckpointError, match="不支持的数据类型 BF16") as e:
+        load_arrays(path)
+    assert "损坏" not in str(e.value)
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    with pytest.raises(CheckpointError, match="已损坏"):
+        load_arrays(path)

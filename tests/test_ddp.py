@@ -348,3 +348,17 @@ def test_sigint_stops_all_ranks_at_same_step(data_file: Path, tmp_path: Path) ->
     assert f"[进程 1/2] 在第 {k} 步停下" in log, log[-3000:]
     assert [r["step"] for r in records(out) if r["type"] == "train"][-1] == k
     assert seconds < 60
+
+
+def test_divergence_stops_all_ranks_and_is_reported_once(data_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nan"
+    args = [*common_args(data_file, out), "--batch_size=4", "--max_steps=50", "--lr=1e9", "--min_lr=1e9",
+            "--grad_clip=0", "--warmup_steps=0"]
+    with Torchrun(args, out) as tr:
+        rc, seconds = tr.wait(timeout=90)
+        log = tr.output()
+        left = wait_gone(tr.marker)
+    assert rc != 0
+    assert not left, f"遗留进程：{left}"
+    assert log.count("训练发散") == 1, log[-3000:]  # 只有主进程打印
+    assert seconds < 60

@@ -57,7 +57,8 @@ def is_val_paragraph(index: int) -> bool:
 
 def split_paragraphs(paragraphs: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
     """按 `is_val_paragraph` 把段落分成 (训练, 验证)。"""
-    train, val = [], []
+    train: list[str] = []
+    val: list[str] = []
     for i, p in enumerate(paragraphs):
         (val if is_val_paragraph(i) else train).append(p)
     return train, val

@@ -158,7 +158,7 @@ def _special_regex(tokens: tuple[str, ...]) -> regex.Pattern[str]:
 def as_int_list(ids: Iterable[int]) -> list[int]:
     """把任意整数序列（含 numpy 数组、torch 张量）转成 Python int 列表。"""
     if hasattr(ids, "tolist"):
-        ids = ids.tolist()  # type: ignore[union-attr]
+        ids = ids.tolist()
     return [int(i) for i in ids]
 
 
