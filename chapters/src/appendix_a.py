@@ -228,7 +228,7 @@ for epoch in range(1, 6):
 
 # %% [markdown]
 # 对语言模型来说，一个样本就是一段长 T 的词元窗口 `x`，目标 `y` 是同一段往后错一位。
-# `gpt_torch/data.py` 把第 2 章的滑动窗口数据集包装成 `Dataset`，切窗口的逻辑只在 `gpt_numpy` 里写了一遍：
+# `gpt_torch/data.py` 把第 2 章的滑动窗口数据集包装成 `Dataset`，切窗口的逻辑只在共用层 `llmcore` 里写了一遍：
 
 # %%
 from llmcore.datasets import load_default_corpus

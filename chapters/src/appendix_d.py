@@ -45,7 +45,7 @@ from gpt_numpy.train import train
 from llmcore.trainer import TrainingDiverged, TrainingInterrupted, lr_at
 from gpt_torch import model as TM
 from tinytensor.nn import functional as F
-from tinytensor.optim.lr_scheduler import warmup_cosine_lr
+from llmcore.schedule import warmup_cosine_lr
 
 QUICK = os.environ.get("LLMZH_QUICK") == "1"
 WORK = Path(tempfile.mkdtemp(prefix="llmzh-appd-"))
@@ -121,7 +121,7 @@ def smooth(y, k: int = 10):
 # - **线性预热**：前 `warmup_steps` 步，学习率从接近 0 线性升到峰值 `lr`；
 # - **余弦退火**：之后按半个余弦周期从 `lr` 平滑降到 `min_lr`，中点正好是两者的平均。
 #
-# 它是一个与框架无关的纯函数（`tinytensor/optim/lr_scheduler.py`），两条轨道共用。画出默认任务的曲线
+# 它是一个与框架无关的纯函数（`llmcore/schedule.py`），两条轨道共用。画出默认任务的曲线
 # （2000 步，预热 100 步，从 2e-3 降到 2e-4）：
 
 # %%

@@ -289,13 +289,13 @@ print("PyTorch     :", torch.nn.functional.cross_entropy(torch.tensor(logits), t
 # | 第 2 章 | 文本数据：分词（按词、按字、字节级 BPE）、词元 id、滑动窗口数据集与批次 | `llmcore/tokenizers/`、`llmcore/datasets/` |
 # | 第 3 章 | 注意力机制：从简单的自注意力到因果、多头注意力 | `gpt_numpy/model.py`、`gpt_torch/model.py` |
 # | 第 4 章 | 从零实现 GPT：层归一化、GELU 前馈网络、残差连接、Transformer 块、生成文本 | `gpt_numpy/model.py`、`gpt_numpy/generate.py`、`gpt_torch/model.py` |
-# | 第 5 章 | 在无标注数据上预训练：损失、训练循环、采样策略、保存与加载检查点、加载 GPT-2 权重 | `gpt_numpy/train.py`、`llmcore/checkpoint.py`、`gpt_torch/train.py` |
-# | 第 6 章 | 分类微调：垃圾短信识别 | `gpt_numpy/finetune/` |
-# | 第 7 章 | 指令微调：让模型听懂指令 | `gpt_numpy/finetune/` |
+# | 第 5 章 | 在无标注数据上预训练：损失、训练循环、采样策略、保存与加载检查点、加载 GPT-2 权重 | `llmcore/trainer.py`、`llmcore/checkpoint.py`、`gpt_numpy/train.py`、`gpt_torch/train.py` |
+# | 第 6 章 | 分类微调：垃圾短信识别 | （待写） |
+# | 第 7 章 | 指令微调：让模型听懂指令 | （待写） |
 # | 自动求导 | tinytensor 的内部：计算图、反向传播、梯度检查、numba 内核 | `tinytensor/` |
 # | 附录 A | PyTorch 入门与多卡分布式训练 (DDP) | `gpt_torch/ddp.py` |
-# | 附录 D | 训练循环的进阶技巧：学习率预热、余弦退火、梯度裁剪 | `tinytensor/optim/`、`gpt_numpy/train.py` |
-# | 附录 E | 用 LoRA 做参数高效微调 | `gpt_numpy/finetune/` |
+# | 附录 D | 训练循环的进阶技巧：学习率预热、余弦退火、梯度裁剪 | `tinytensor/optim/`、`llmcore/schedule.py`、`llmcore/trainer.py` |
+# | 附录 E | 用 LoRA 做参数高效微调 | （待写） |
 #
 # 建议的读法：按章节顺序读第 2 到 5 章，这是主线；读到第 4、5 章对“梯度从哪来”产生好奇时，插进来读自动求导一章；
 # 第 6、7 章和附录 E 是在主线上的延伸；想在 GPU 上放大规模时读附录 A。
