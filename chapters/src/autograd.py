@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import tinytensor as tt
-import tinytensor.functional as twin  # 融合算子由基本算子拼出来的“孪生”版本
+import tinytensor.composed as twin  # 融合算子由基本算子拼出来的“孪生”版本
 import tinytensor.nn.functional as F
 from tinytensor import viz
 
@@ -859,7 +859,7 @@ for scale in (0.5, 1.0):
 # ### 9.1 融合算子：少建节点、少存数组
 #
 # 第 5 节推导的层归一化，也可以完全不写反向，用基本算子拼出来，让自动求导自己去推：
-# `tinytensor/functional.py` 里正有这样一个“孪生”版本。两者数学上相同，代价却差得很远。
+# `tinytensor/composed.py` 里正有这样一个“孪生”版本。两者数学上相同，代价却差得很远。
 # 用 `viz.trace_grads` 数一数各自的计算图有多少个节点、反向要保存多少字节：
 
 # %%

@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-from .backend import NUMBA_AVAILABLE, njit, overload
+from .backend import njit, overload
 
 # ---------------------------------------------------------------------------
 # 纯 Python 版本：numba 缺失或 NUMBA_DISABLE_JIT=1 时直接执行这些函数体
@@ -165,30 +165,33 @@ _exp64_jit = njit(**_KERNEL_FLAGS)(_exp64)
 _tanh32_jit = njit(**_KERNEL_FLAGS)(_tanh32)
 _tanh64_jit = njit(**_KERNEL_FLAGS)(_tanh64)
 
-if NUMBA_AVAILABLE:
+
+@overload(vexp)  # numba 加载时才注册（见 backend.py）
+def _vexp_overload(x):
     from numba.core import types
 
-    @overload(vexp)
-    def _vexp_overload(x):
-        if isinstance(x, types.Float):
-            f = _exp32_jit if x.bitwidth == 32 else _exp64_jit
+    if isinstance(x, types.Float):
+        f = _exp32_jit if x.bitwidth == 32 else _exp64_jit
 
-            def impl(x):
-                return f(x)
+        def impl(x):
+            return f(x)
 
-            return impl
-        return None
+        return impl
+    return None
 
-    @overload(vtanh)
-    def _vtanh_overload(u):
-        if isinstance(u, types.Float):
-            f = _tanh32_jit if u.bitwidth == 32 else _tanh64_jit
 
-            def impl(u):
-                return f(u)
+@overload(vtanh)
+def _vtanh_overload(u):
+    from numba.core import types
 
-            return impl
-        return None
+    if isinstance(u, types.Float):
+        f = _tanh32_jit if u.bitwidth == 32 else _tanh64_jit
+
+        def impl(u):
+            return f(u)
+
+        return impl
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from . import backend, threads
 from ._checks import float_array, float_like
 from ._vmath import row_dot, row_max, row_sum, vexp
 from .backend import njit, use_numba
+from .softmax import softmax_fwd_numpy
 
 # 分数矩阵的元素个数低于阈值时在调用者线程里一次做完，否则按前导第 0 维切给多个线程（threads.py）；
 # 每个头的运算相同，两条路径逐位相同（tests/test_kernels.py 检查）。
@@ -68,27 +69,35 @@ def _t(a: np.ndarray) -> np.ndarray:
 
 
 def attention_fwd_numpy(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True, dmask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """注意力前向的 NumPy 参考实现，返回 (out, probs)；probs 是 dropout 之前的 P。"""
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True, dmask: np.ndarray | None = None,
+    attn_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """注意力前向的 NumPy 参考实现，返回 (out, probs)；probs 是 dropout 之前的 P。
+
+    这是注意力唯一的 NumPy 写法：``TINYTENSOR_BACKEND=numpy`` 时、带额外掩码或前导维需要广播时，算子都用它。
+    前导维可以广播；attn_mask（可选，可广播到 (..., T, Tk)）为布尔时 False 处屏蔽，为浮点时加到分数上。
+    被完全屏蔽的行 P 全为 0（softmax 参考实现的约定），不产生 NaN。
+    """
     dt = q.dtype.type
     s = np.matmul(q, _t(k))
     s *= dt(scale)
     T, Tk = s.shape[-2:]
-    if causal:
+    if causal:  # 与 torch 相同：掩码左上角对齐
         s[..., np.triu(np.ones((T, Tk), dtype=bool), k=1)] = -np.inf
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    denom = s.sum(axis=-1, keepdims=True, dtype=np.float64).astype(q.dtype)
-    s *= np.ones((), q.dtype) / denom
-    return np.matmul(s if dmask is None else s * dmask, v), s
+    if attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            s = np.where(attn_mask, s, np.asarray(-np.inf, dtype=s.dtype))
+        else:
+            s = s + attn_mask
+    p = softmax_fwd_numpy(s)
+    return np.matmul(p if dmask is None else p * dmask, v), p
 
 
 def attention_bwd_numpy(
     g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, scale: float,
     dmask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """注意力反向的 NumPy 参考实现，返回 (dq, dk, dv)。"""
+    """注意力反向的 NumPy 参考实现，返回 (dq, dk, dv)；前导维广播时梯度是广播后的形状（由调用方求和）。"""
     dt = q.dtype.type
     dv = np.matmul(_t(probs if dmask is None else probs * dmask), g)
     dp = np.matmul(g, _t(v))
