@@ -274,7 +274,7 @@ def cross_entropy_bwd(
     """交叉熵反向：(softmax − onehot)·row_scale[:, None]，被忽略的行全 0。契约见模块说明。
 
     ``out`` 给定时把结果写进它并返回它（调用方可跨调用复用缓冲区）。``out`` 也可以就是 logits 本身
-    （原地覆盖），结果相同，但别名会让 LLVM 的运行时重叠检查失败、退回标量循环，实测慢约 4 倍。
+    （原地覆盖），结果相同，但别名会让 LLVM 的运行时重叠检查失败、退回标量循环，慢得多（见 docs/performance.md）。
     """
     x = _check_logits(logits)
     N, V = x.shape
