@@ -79,6 +79,7 @@ def worker(track: str, name: str, new_tokens: int, repeats: int) -> dict[str, An
         from gpt_numpy.generate import generate
         from gpt_numpy.model import GPTModel
 
+        tt.tuning.enable()  # 与命令行生成相同的 CPU 调优（见 tinytensor/tuning.py）
         tt.manual_seed(0)
         model = GPTModel(cfg).eval()
     else:

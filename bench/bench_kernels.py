@@ -38,10 +38,13 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import tinytensor as tt  # noqa: E402
 import tinytensor.kernels as K  # noqa: E402
 from tinytensor.kernels import backend_scope  # noqa: E402
-from tinytensor.kernels.backend import NUMBA_AVAILABLE, njit, prange  # noqa: E402
+from tinytensor.kernels.backend import njit, numba_available, prange  # noqa: E402
 
+tt.tuning.enable()  # 与训练时相同的设置：BLAS 单线程由我们切分、workqueue 线程层（见 tinytensor/tuning.py）
+NUMBA_AVAILABLE = numba_available()
 if NUMBA_AVAILABLE:
     import numba
 
@@ -339,6 +342,7 @@ def crossover_cases(args: argparse.Namespace):  # noqa: ANN201 - 生成器：(�
     """每个并行内核在一串尺寸上的 (串行调用, 并行调用)：直接调用私有的串行内核与并行驱动，不含包装层。"""
     from tinytensor.kernels import adamw, attention, gelu, layer_norm
     from tinytensor.kernels import cross_entropy as ce
+    from tinytensor.kernels import softmax as sm
 
     P = functools.partial  # 立即绑定参数（循环变量不会被后来的迭代改掉）
     dt = np.dtype(args.dtype)
@@ -383,17 +387,17 @@ def crossover_cases(args: argparse.Namespace):  # noqa: ANN201 - 生成器：(�
         for N in rows[:-1]:
             x = rng.standard_normal((N, Vs)).astype(dt)
             y, d = np.empty_like(x), np.empty_like(x)
-            ce._softmax_fwd_rows(y, x, 0, N)
+            sm._softmax_fwd_rows(y, x, 0, N)
             shape = f"({N}, {Vs})"
-            yield ("softmax fwd", "cross_entropy._PAR_MIN_SM_FWD", shape, N * Vs,
-                   P(ce._softmax_fwd_rows, y, x, 0, N), P(ce._softmax_fwd_par, y, x, nt))  # fmt: skip
-            yield ("log_softmax fwd", "cross_entropy._PAR_MIN_SM_FWD", shape, N * Vs,
-                   P(ce._log_softmax_fwd_rows, d, x, 0, N), P(ce._log_softmax_fwd_par, d, x, nt))  # fmt: skip
-            yield ("softmax bwd", "cross_entropy._PAR_MIN_SM_BWD", shape, N * Vs,
-                   P(ce._softmax_bwd_rows, d, x, y, 0, N), P(ce._softmax_bwd_par, d, x, y, nt))  # fmt: skip
-            yield ("log_softmax bwd", "cross_entropy._PAR_MIN_SM_BWD", shape, N * Vs,
-                   P(ce._log_softmax_bwd_rows, d, x, y, 0, N),
-                   P(ce._log_softmax_bwd_par, d, x, y, nt))  # fmt: skip
+            yield ("softmax fwd", "softmax._PAR_MIN_SM_FWD", shape, N * Vs,
+                   P(sm._softmax_fwd_rows, y, x, 0, N), P(sm._softmax_fwd_par, y, x, nt))  # fmt: skip
+            yield ("log_softmax fwd", "softmax._PAR_MIN_SM_FWD", shape, N * Vs,
+                   P(sm._log_softmax_fwd_rows, d, x, 0, N), P(sm._log_softmax_fwd_par, d, x, nt))  # fmt: skip
+            yield ("softmax bwd", "softmax._PAR_MIN_SM_BWD", shape, N * Vs,
+                   P(sm._softmax_bwd_rows, d, x, y, 0, N), P(sm._softmax_bwd_par, d, x, y, nt))  # fmt: skip
+            yield ("log_softmax bwd", "softmax._PAR_MIN_SM_BWD", shape, N * Vs,
+                   P(sm._log_softmax_bwd_rows, d, x, y, 0, N),
+                   P(sm._log_softmax_bwd_par, d, x, y, nt))  # fmt: skip
     att = [(6, 1, 200, False), (48, 1, 256, False), (6, 16, 16, True), (6, 32, 32, True), (6, 64, 64, True),
            (12, 64, 64, True), (24, 64, 64, True), (6, 128, 128, True), (48, 64, 64, True), (12, 128, 128, True),
            (6, 256, 256, True), (48, 128, 128, True), (24, 256, 256, True), (48, 256, 256, True)]  # fmt: skip

@@ -47,6 +47,8 @@ def _cases(s: dict[str, int]) -> list[Case]:
     import tinytensor as tt
     import tinytensor.nn.functional as TF  # noqa: N812
 
+    tt.tuning.enable()  # 与训练时相同的 CPU 调优（见 tinytensor/tuning.py）
+
     rng0 = np.random.default_rng(0)
     B, T, C, nh, V = s["B"], s["T"], s["C"], s["nh"], s["V"]  # noqa: N806  形状字母
     hs = C // nh

@@ -4,6 +4,7 @@
     python -m bench.train_step --quick         # 少量步数，几十秒看个大概
     python -m bench.train_step --configs small --dropout 0.1
     python -m bench.train_step --threads 1     # 两条轨道都只用 1 个线程
+    TINYTENSOR_TUNING=0 python -m bench.train_step   # tinytensor 不开 CPU 调优（见 tinytensor/tuning.py）
 
 每条轨道在**独立的子进程**里运行（互不干扰线程池），两条轨道交替跑 --rounds 轮，取中位数。
 报告：词元/秒、比值、模型 FLOP/s 与占 NumPy 矩阵乘峰值的比例 (MFU)、第一步耗时（含 numba 编译），
@@ -82,6 +83,7 @@ def worker(track: str, name: str, steps: int, dropout: float) -> dict:
         import tinytensor as tt
         from gpt_numpy.model import GPTModel
 
+        tt.tuning.enable()  # 与命令行训练相同的 CPU 调优；TINYTENSOR_TUNING=0 时测不调优的速度
         tt.manual_seed(0)
         model = GPTModel(cfg)
         opt = tt.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)

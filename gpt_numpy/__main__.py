@@ -1,4 +1,9 @@
-"""命令行入口：python -m gpt_numpy <train|generate|eval> ...（NumPy / tinytensor 轨道）。"""
+"""命令行入口：python -m gpt_numpy <train|generate|eval> ...（NumPy / tinytensor 轨道）。
+
+train、generate、eval 都先打开 tinytensor 的 CPU 调优（``tinytensor.tuning.enable()``：堆阈值、BLAS 线程由
+tinytensor 切分、numba 的 workqueue 线程层）；环境变量 TINYTENSOR_TUNING=0 关闭。库与笔记本里导入
+tinytensor 不会这样做。
+"""
 
 from __future__ import annotations
 
@@ -13,15 +18,23 @@ from llmcore.cli import main as cli_main
 from llmcore.config import TrainConfig
 
 
+def _tune() -> None:
+    import tinytensor as tt
+
+    tt.tuning.enable()
+
+
 def _train(tcfg: TrainConfig, model_overrides: dict[str, Any]) -> Any:
     from .train import train
 
+    _tune()
     return train(tcfg, model_overrides)
 
 
 def _load_model(ckpt: Path, tcfg: TrainConfig) -> Any:
     from .model import GPTModel
 
+    _tune()  # generate 与 eval 都从这里载入模型
     model = GPTModel.load(ckpt)
     model.eval()
     return model

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tinytensor as tt
-from tinytensor import functional as TF
+from tinytensor import composed as TF
 from tinytensor.nn import functional as F
 
 

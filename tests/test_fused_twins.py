@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinytensor as tt
-import tinytensor.functional as C  # 拼出来的孪生 (composed)
+import tinytensor.composed as C  # 拼出来的孪生
 import tinytensor.nn.functional as F  # 融合版 (fused)
 
 T = np.array([3, 0, 6, 2, 3, 5])

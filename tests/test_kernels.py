@@ -25,14 +25,27 @@ from hypothesis import strategies as st
 
 import tinytensor.kernels as K
 from tinytensor.kernels import layer_norm
-from tinytensor.kernels.backend import NUMBA_AVAILABLE, backend_scope
+from tinytensor.kernels.backend import backend_scope, numba_available
 
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1), (1, 7), (6, 1), (37, 19), (130, 384)]
 LAYOUTS = ["c", "strided", "transposed"]
 
+NUMBA_AVAILABLE = numba_available()
 needs_numba = pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba 不可用")
+
+
+@pytest.fixture
+def claimed_blas():
+    """BLAS 设成单线程、由我们切分（tt.tuning.enable() 做的那一项）；测完恢复。"""
+    from tinytensor.kernels import threads
+
+    if not threads.available():
+        pytest.skip("threadpoolctl 找不到可设置的 BLAS")
+    threads.claim_blas()
+    yield
+    threads.release_blas()
 
 
 def rng_for(*key: object) -> np.random.Generator:
@@ -154,37 +167,27 @@ def test_env_var_selects_backend() -> None:
     assert "TINYTENSOR_BACKEND" in r.stderr and "bogus" in r.stderr and "'numpy'" in r.stderr
 
 
-def test_threading_layer_default_is_workqueue_but_overridable() -> None:
+def test_threading_layer_changes_only_with_tuning() -> None:
+    """导入与运行内核不改 numba 的线程层；tuning.enable() 才改成 workqueue；用户的 NUMBA_THREADING_LAYER 优先。"""
     if not NUMBA_AVAILABLE:
         pytest.skip("需要 numba")
     code = (  # 阈值设为 0：强制走并行内核，线程层才会初始化
-        "import numpy as np, numba, tinytensor.kernels as K; K.layer_norm._PAR_MIN_FWD = 0; "
-        "K.layer_norm_fwd(np.ones((4, 8), np.float32), None, None, 1e-5); print(numba.threading_layer())"
+        "import numpy as np, numba, tinytensor as tt, tinytensor.kernels as K; K.layer_norm._PAR_MIN_FWD = 0; "
+        "{pre}K.layer_norm_fwd(np.ones((4, 8), np.float32), None, None, 1e-5); print(numba.threading_layer())"
     )
-    r = run_py(code, unset=("NUMBA_THREADING_LAYER",))
+    plain = run_py("import numba; numba.config.THREADING_LAYER = 'workqueue'; " + code.format(pre=""),
+                   unset=("NUMBA_THREADING_LAYER",))  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip() == "workqueue"  # 用户自己的设置保留
+    r = run_py(code.format(pre="print(numba.config.THREADING_LAYER); "), unset=("NUMBA_THREADING_LAYER",))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "default"  # 导入 tinytensor 后线程层仍是 numba 的默认
+    r = run_py(code.format(pre="tt.tuning.enable(); "), unset=("NUMBA_THREADING_LAYER",))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "workqueue"
-    r = run_py(code, {"NUMBA_THREADING_LAYER": "omp"})
+    r = run_py(code.format(pre="tt.tuning.enable(); "), {"NUMBA_THREADING_LAYER": "omp"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "omp"
-
-
-def test_stale_numba_cache_is_dropped_when_any_source_changes(tmp_path: Path, monkeypatch) -> None:
-    from tinytensor.kernels.backend import _drop_stale_numba_cache
-
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    (tmp_path / "a.py").write_text("x = 1\n")
-    cache = tmp_path / "__pycache__"
-    cache.mkdir()
-    (cache / "a.f-1.py311.nbi").write_bytes(b"old")
-    _drop_stale_numba_cache(tmp_path)  # 第一次：没有记录 → 删除
-    assert not (cache / "a.f-1.py311.nbi").exists()
-    (cache / "a.f-1.py311.nbc").write_bytes(b"new")
-    _drop_stale_numba_cache(tmp_path)  # 源码未变 → 保留
-    assert (cache / "a.f-1.py311.nbc").exists()
-    (tmp_path / "b.py").write_text("y = 2\n")  # 另一个文件变了（如 _vmath.py）→ 全部删除
-    _drop_stale_numba_cache(tmp_path)
-    assert not (cache / "a.f-1.py311.nbc").exists()
 
 
 def test_falls_back_to_numpy_when_numba_missing() -> None:
@@ -195,7 +198,8 @@ def test_falls_back_to_numpy_when_numba_missing() -> None:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             import tinytensor.kernels as K
-        assert K.get_backend() == "numpy", K.get_backend()
+            backend = K.get_backend()  # numba 在第一次需要时才导入，失败时在这里警告并回退
+        assert backend == "numpy", backend
         msgs = [str(x.message) for x in w]
         assert any("numba" in m and "NumPy" in m for m in msgs), msgs
         x = np.arange(12.0).reshape(3, 4)
@@ -849,7 +853,7 @@ def test_attention_causal_blocks_match_reference(monkeypatch: pytest.MonkeyPatch
 
 @needs_numba
 @pytest.mark.parametrize("nt", [2, 3, 5])
-def test_attention_threaded_split_is_bitwise_identical(monkeypatch: pytest.MonkeyPatch, nt: int) -> None:
+def test_attention_threaded_split_is_bitwise_identical(claimed_blas, monkeypatch: pytest.MonkeyPatch, nt: int) -> None:
     """按批维切给 nt 个线程（BLAS 单线程）与在调用者线程里一次做完，结果逐位相同；确实走了线程切分。"""
     import tinytensor.kernels as kpkg
     from tinytensor.kernels import attention, threads
@@ -916,7 +920,7 @@ def test_attention_dropout_mask(monkeypatch: pytest.MonkeyPatch, dtype, causal, 
 
 
 @needs_numba
-def test_attention_batch_one_splits_over_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attention_batch_one_splits_over_heads(claimed_blas, monkeypatch: pytest.MonkeyPatch) -> None:
     """批大小 1（如不用缓存的生成）时去掉这一维、改按头切给线程，结果与不切分逐位相同。"""
     import tinytensor.kernels as kpkg
     from tinytensor.kernels import attention, threads
@@ -1072,12 +1076,12 @@ def all_kernel_outputs() -> dict[str, np.ndarray]:
 
 def force_path(path: str, setattr_=setattr) -> list[str]:
     """把各内核模块的并行阈值（``_PAR_MIN*``）设成 0（总走并行）或极大（总走串行），返回改过的名字。"""
-    from tinytensor.kernels import adamw, attention, cross_entropy, gelu
+    from tinytensor.kernels import adamw, attention, cross_entropy, gelu, softmax
     from tinytensor.kernels import layer_norm as ln
 
     value = {"serial": sys.maxsize, "parallel": 0}[path]
     names = []
-    for mod in (adamw, attention, cross_entropy, gelu, ln):
+    for mod in (adamw, attention, cross_entropy, gelu, ln, softmax):
         for name in dir(mod):
             if name.startswith("_PAR_MIN"):
                 setattr_(mod, name, value)

@@ -48,13 +48,15 @@ def test_matches_linear_then_cross_entropy(reduction, bias, chunk, dtype, tol):
 @pytest.mark.parametrize("nt", [2, 3])
 @pytest.mark.parametrize("chunk", [1, 4, 512])
 @pytest.mark.parametrize("bias", [False, True])
-def test_threaded_blocks_match_linear_then_cross_entropy(monkeypatch: pytest.MonkeyPatch, nt, chunk, bias):
+def test_threaded_blocks_match_linear_then_cross_entropy(request, monkeypatch: pytest.MonkeyPatch, nt, chunk, bias):
     """各块切给 nt 个线程（每个线程累加自己的 dW、db，最后相加）与不融合的写法一致；块数少于线程数时块自动改小。"""
     from tinytensor.kernels import backend, threads
     from tinytensor.ops import fused
 
     if not threads.available():
         pytest.skip("threadpoolctl 找不到可设置的 BLAS")
+    threads.claim_blas()  # 切分只在调优打开（BLAS 单线程）时发生
+    request.addfinalizer(threads.release_blas)
     monkeypatch.setattr(fused, "_LCE_PAR_MIN", 0)
     monkeypatch.setattr(backend, "get_num_threads", lambda: nt)
     calls = []

@@ -1,4 +1,7 @@
-"""tinytensor.kernels.threads：切段并行、BLAS 单线程的进程级设置、按行/列切分的矩阵乘。"""
+"""tinytensor.kernels.threads：切段并行、BLAS 单线程的进程级设置、按行/列切分的矩阵乘。
+
+切分只在 claim_blas() 之后发生（tt.tuning.enable() 调用它）；这里的大多数测试用 ``claimed`` 夹具打开、测完恢复。
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,18 @@ def _numpy_blas_threads() -> list[int]:
     return [lib.num_threads for lib in threads._blas_libs()]
 
 
+@pytest.fixture
+def claimed():
+    """BLAS 设成单线程、由我们切分；测完恢复原来的线程数。"""
+    assert not threads.claimed()
+    threads.claim_blas()
+    yield
+    threads.release_blas()
+
+
 @needs_blas_control
 @pytest.mark.parametrize(("n", "nt"), [(1, 4), (5, 1), (5, 2), (7, 3), (3, 8)])
-def test_run_parts_covers_range_once(n: int, nt: int) -> None:
+def test_run_parts_covers_range_once(claimed, n: int, nt: int) -> None:
     seen: list[tuple[int, int, str]] = []
     lock = threading.Lock()
 
@@ -37,7 +49,7 @@ def test_run_parts_covers_range_once(n: int, nt: int) -> None:
 
 @needs_blas_control
 @pytest.mark.parametrize("bad", [0, 1])
-def test_exception_in_any_part_propagates(bad: int) -> None:
+def test_exception_in_any_part_propagates(claimed, bad: int) -> None:
     done = []
 
     def part(lo: int, hi: int) -> None:
@@ -52,15 +64,24 @@ def test_exception_in_any_part_propagates(bad: int) -> None:
 
 @needs_blas_control
 def test_claim_sets_numpy_blas_to_one_thread_and_release_restores() -> None:
-    threads.release_blas()
     before = _numpy_blas_threads()
-    threads.run_parts(lambda lo, hi: None, 4, 2)  # 真正切分时才设置
-    assert _numpy_blas_threads() == [1] * len(before)
-    threads.claim_blas()  # 重复调用无副作用
-    threads.release_blas()
-    assert _numpy_blas_threads() == before
-    threads.claim_blas()
-    assert _numpy_blas_threads() == [1] * len(before)
+    threads.run_parts(lambda lo, hi: None, 4, 2)  # 没有 claim：不切分，也不碰 BLAS
+    threads.matmul(np.ones((512, 512), np.float32), np.ones((512, 512), np.float32))
+    assert _numpy_blas_threads() == before and not threads.claimed()
+    try:
+        assert threads.claim_blas()
+        assert _numpy_blas_threads() == [1] * len(before)
+        assert threads.claim_blas()  # 重复调用无副作用
+    finally:
+        threads.release_blas()
+    assert _numpy_blas_threads() == before and not threads.claimed()
+
+
+def test_no_split_before_claim() -> None:
+    """没有调优时 run_parts 整段在调用者线程里跑（import tinytensor 不改变 BLAS）。"""
+    seen = []
+    threads.run_parts(lambda lo, hi: seen.append((lo, hi, threading.current_thread() is threading.main_thread())), 6, 3)
+    assert seen == [(0, 6, True)]
 
 
 @needs_blas_control
@@ -70,7 +91,7 @@ def test_claim_sets_numpy_blas_to_one_thread_and_release_restores() -> None:
     [(300, 200, 400, "nn"), (301, 257, 129, "tn"), (512, 96, 300, "nt"), (3, 700, 2000, "nt"), (1, 1500, 3001, "nn"),
      (8, 8, 8, "nn")],  # fmt: skip
 )
-def test_split_matmul_matches_numpy(monkeypatch: pytest.MonkeyPatch, dtype, m, k, n, layout) -> None:
+def test_split_matmul_matches_numpy(claimed, monkeypatch: pytest.MonkeyPatch, dtype, m, k, n, layout) -> None:
     """按行（m 大）或按列（m 小，如生成时的矩阵-向量乘）切分，a/b 为转置视图时也与 np.matmul 一致。
 
     不要求逐位相同：OpenBLAS 对不同的行数选用不同的尾部内核，它自己 1 线程与 2 线程的结果也差在末位。
@@ -91,15 +112,16 @@ def test_split_matmul_matches_numpy(monkeypatch: pytest.MonkeyPatch, dtype, m, k
 
 
 def test_no_split_without_blas_control(monkeypatch: pytest.MonkeyPatch) -> None:
-    """设不了 BLAS 线程数时 run_parts 整段在调用者线程里跑，不碰 BLAS 的设置。"""
+    """设不了 BLAS 线程数时 claim_blas 做不到，run_parts 整段在调用者线程里跑。"""
     monkeypatch.setattr(threads, "_blas", [])
+    assert not threads.claim_blas() and not threads.claimed()
     seen = []
     threads.run_parts(lambda lo, hi: seen.append((lo, hi, threading.current_thread() is threading.main_thread())), 6, 3)
     assert seen == [(0, 6, True)]
 
 
 @needs_blas_control
-def test_parallel_kernels_fall_back_to_serial_off_the_main_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_kernels_fall_back_to_serial_off_the_main_thread(claimed, monkeypatch: pytest.MonkeyPatch) -> None:
     """numba 的 workqueue 线程层只能从主线程启动并行内核：在线程池里调用时 run_split 走串行内核。"""
     calls = []
     serial = lambda *a: calls.append(("serial", threading.current_thread() is threading.main_thread()))  # noqa: E731

@@ -69,6 +69,34 @@ def _dim(dim: Any, ndim: int) -> int:
     return d
 
 
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "npu")
+
+
+def split_device_arg(dtype: Any, device: Any) -> tuple[Any, Any]:
+    """``to("cuda")`` 这种把设备写在第一个位置的调用：返回 (dtype, device)。"""
+    if isinstance(dtype, str) and dtype.split(":")[0] in _DEVICE_TYPES or type(dtype).__name__ == "device":
+        if device is not None:
+            raise TypeError(f"to()：设备给了两次：{dtype!r} 与 device={device!r}")
+        return None, dtype
+    return dtype, device
+
+
+def check_device(device: Any) -> None:
+    """tinytensor 只在 CPU 上运行：device 为 None、'cpu'、'cpu:0'（或等价的 torch.device）之外的都报错。"""
+    if device is None:
+        return
+    name = str(device)
+    if name not in ("cpu", "cpu:0"):
+        raise RuntimeError(f"tinytensor 只在 CPU 上运行，不能使用设备 {device!r}（只接受 'cpu'）")
+
+
+def _check_inplace(t: Tensor, op: str) -> None:
+    """与 torch 相同：需要梯度的叶子张量（以及计算图中的张量）不能在记录梯度时原地修改。"""
+    if autograd.is_grad_enabled() and (t._requires_grad or t._ctx is not None):
+        what = "需要梯度的叶子张量" if t._ctx is None else "计算图中的张量"
+        raise RuntimeError(f"{op}：不能原地修改{what}；请在 tt.no_grad() 下修改（如初始化参数），或改用不原地的运算")
+
+
 def _check_requires_grad(arr: np.ndarray, requires_grad: bool) -> None:
     if requires_grad and arr.dtype.kind != "f":
         raise RuntimeError(f"只有浮点张量才能 requires_grad=True，而该张量的 dtype 是 {arr.dtype}")
@@ -184,8 +212,12 @@ class Tensor:
         return E.Add.apply(self, Tensor._wrap(np.zeros((), dtype=self.dtype)))
 
     def to(self, dtype: Any = None, device: Any = None) -> Tensor:
-        if isinstance(dtype, str) and dtype in ("cpu",):
-            return self
+        """转换 dtype；device 只接受 CPU（'cpu'、'cpu:0'），其他设备抛出 RuntimeError。
+
+        与 torch 相同，第一个参数也可以是设备名：``x.to("cpu")``。
+        """
+        dtype, device = split_device_arg(dtype, device)
+        check_device(device)
         return self.type(dtype) if dtype is not None else self
 
     def type(self, dtype: Any) -> Tensor:
@@ -219,16 +251,20 @@ class Tensor:
         autograd.backward(self, gradient, retain_graph)
 
     def zero_(self) -> Tensor:
-        """原地置零（只用于不在计算图中的张量，如 .grad）。"""
+        """原地置零（如 .grad；需要梯度的张量只能在 no_grad 下，见 _check_inplace）。"""
+        _check_inplace(self, "zero_")
         self.data[...] = 0
         return self
 
     def fill_(self, value: Any) -> Tensor:
+        """原地填成 value（需要梯度的张量只能在 no_grad 下）。"""
+        _check_inplace(self, "fill_")
         self.data[...] = value
         return self
 
     def copy_(self, src: Any) -> Tensor:
-        """原地复制 src 的值（形状必须可广播），只在 no_grad 下对叶子张量使用。"""
+        """原地复制 src 的值（形状必须可广播；需要梯度的张量只能在 no_grad 下）。"""
+        _check_inplace(self, "copy_")
         arr = src.data if isinstance(src, Tensor) else np.asarray(src)
         np.copyto(self.data, arr, casting="same_kind")
         return self
@@ -574,10 +610,10 @@ class Tensor:
         return MV.Permute.apply(self, dims=ds)
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
+        a, b = _dim(dim0, self.ndim), _dim(dim1, self.ndim)  # 0、1 维张量只接受 0 与 -1（与 torch 相同）
         if self.ndim < 2:
             return self
         dims = list(range(self.ndim))
-        a, b = _dim(dim0, self.ndim), _dim(dim1, self.ndim)
         dims[a], dims[b] = dims[b], dims[a]
         return MV.Permute.apply(self, dims=tuple(dims))
 
@@ -652,8 +688,7 @@ class Tensor:
         return MV.Index.apply(self, key=_convert_key(key))
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        if autograd.is_grad_enabled() and (self._requires_grad or self._ctx is not None):
-            raise RuntimeError("不能原地修改计算图中的张量；请在 tt.no_grad() 下修改，或用 masked_fill/where")
+        _check_inplace(self, "索引赋值")
         self.data[_convert_key(key)] = value.data if isinstance(value, Tensor) else value
 
     # ------------------------------------------------------------------ 其它

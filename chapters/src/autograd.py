@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import tinytensor as tt
-import tinytensor.functional as twin  # 融合算子由基本算子拼出来的“孪生”版本
+import tinytensor.composed as twin  # 融合算子由基本算子拼出来的“孪生”版本
 import tinytensor.nn.functional as F
 from tinytensor import viz
 
@@ -859,7 +859,7 @@ for scale in (0.5, 1.0):
 # ### 9.1 融合算子：少建节点、少存数组
 #
 # 第 5 节推导的层归一化，也可以完全不写反向，用基本算子拼出来，让自动求导自己去推：
-# `tinytensor/functional.py` 里正有这样一个“孪生”版本。两者数学上相同，代价却差得很远。
+# `tinytensor/composed.py` 里正有这样一个“孪生”版本。两者数学上相同，代价却差得很远。
 # 用 `viz.trace_grads` 数一数各自的计算图有多少个节点、反向要保存多少字节：
 
 # %%
@@ -908,7 +908,7 @@ print(f"layer_norm 前向+反向，形状 {(Bq, Tq, Cq)}：融合 {t_fused:.2f} 
 # 融合算子的前向、反向调用 `tinytensor.kernels` 里的函数，例如层归一化是 `kernels.layer_norm_fwd(x, w, b, eps)`
 # 返回 `(y, mean, rstd)`，`kernels.layer_norm_bwd(g, x, w, mean, rstd)` 返回 `(dx, dw, db)`。
 # 这些函数有两套实现：一套 NumPy 参考实现（`layer_norm_fwd_numpy` 这样命名），一套 numba 内核，放在同一个文件里
-# （`kernels/layer_norm.py`、`cross_entropy.py`、`gelu.py`、`embedding.py`、`adamw.py`）。
+# （`kernels/layer_norm.py`、`softmax.py`、`cross_entropy.py`、`gelu.py`、`embedding.py`、`adamw.py`）。
 # 用 `tinytensor.kernels.set_backend("numpy")` 或环境变量 `TINYTENSOR_BACKEND=numpy` 可以把整个后端切回 NumPy，
 # 方便阅读和排错；测试保证两套实现在 float32 和 float64 下结果一致。
 #
@@ -987,7 +987,8 @@ print(f"形状 {xs.shape} float64：NumPy {t_ref:.2f} ms，numba 单线程 {t_se
 #
 # numba 在函数第一次以某种参数类型被调用时编译它，编译要花零点几秒到几秒。`cache=True` 把编译结果写进 `__pycache__`，
 # 下一个进程直接加载——对“每次运行都要启动一次”的训练脚本和测试，这能省下可观的时间。缓存以“函数所在的文件和位置 + 参数类型”为键，
-# 所以内核必须是**模块级**函数。
+# 所以内核必须是**模块级**函数。numba 只看函数自己所在的文件是否改过；tinytensor 的内核还共用 `_vmath.py` 里的积木，
+# 所以 `kernels/backend.py` 把整个目录源码的哈希也写进每个内核的缓存索引：任何一个文件变了，旧缓存就不再使用。
 #
 # 更隐蔽的问题在闭包。numba 把闭包捕获的外部变量当成**编译期常量**冻结进机器码：每换一个捕获的值就要重新编译、多存一份缓存，
 # 捕获的数组则被原样复制进去，之后外面再改它，内核也看不见：
@@ -1179,9 +1180,11 @@ print("kernels.layer_norm_bwd 与 5.4 节公式的最大差:", np.abs(dx_k - dx_
 # 2. **忙等**。OpenBLAS 的工作线程做完一次矩阵乘后不会马上睡眠，而是空转一阵（默认约 $2^{28}$ 个时钟周期，0.1 秒量级）
 #    等下一个任务。训练步里矩阵乘每隔几毫秒就来一次，它便一直占着一个核，紧接着跑的 numba 内核或我们自己的线程只好与它抢。
 #
-# 所以 tinytensor 选择自己管线程（`tinytensor/kernels/threads.py`）：第一次需要并行时把 numpy 的 BLAS 设成单线程，
+# 所以 tinytensor 可以自己管线程（`tinytensor/kernels/threads.py`）：把 numpy 的 BLAS 设成单线程，
 # 然后由算子自己切分——大矩阵乘按行切（`threads.matmul`），注意力按批切，融合输出层按行块切，都交给同一个小线程池
-# （`threads.run_parts`）。torch 的 CPU 后端也是这么做的。下面先看第 1 点：
+# （`threads.run_parts`）。torch 的 CPU 后端也是这么做的。BLAS 的线程数是整个进程的设置（不经 tinytensor 的 `a @ b`
+# 也会变成单线程），所以只有显式调用 `tt.tuning.enable()` 才这样做（`tt.tuning.disable()` 撤销）：`import tinytensor`
+# 本身什么也不改，命令行的训练、生成与 `bench/` 里的基准才调用它。下面直接用它的一项 `threads.claim_blas()` 看第 1 点：
 
 # %%
 from tinytensor.kernels import threads
@@ -1204,14 +1207,16 @@ print("两种切法结果相同：", np.array_equal(sh, np.matmul(qh, kh.swapaxe
 #
 # 还有一处与线程无关、却同样“看不见”的开销：**缺页**。训练的每一步都分配、释放同样一批大数组。glibc 默认把大块内存用
 # `mmap` 单独向系统要、`free` 时立刻还回去，于是下一步拿到的是全新的页，每页第一次写入都要进内核清零。
-# `import tinytensor` 时用 `mallopt` 把这两个阈值调高（`tinytensor/heap.py`），释放的大块留在堆里给下一步复用。
-# 下面在两个子进程里各分配、写满、释放 32 MiB 的数组 20 次，数一数缺页次数（环境变量 `TINYTENSOR_KEEP_HEAP=0` 关掉这个设置）：
+# `tt.tuning.enable()` 的另一项就是用 `mallopt` 把这两个阈值调高（`tinytensor/heap.py`），释放的大块留在堆里给下一步复用。
+# 下面在两个子进程里各打开调优，再分配、写满、释放 32 MiB 的数组 20 次，数一数缺页次数
+# （环境变量 `TINYTENSOR_KEEP_HEAP=0` 让 `enable()` 跳过这一项）：
 
 # %%
 import subprocess
 
 churn = """
 import resource, numpy as np, tinytensor
+tinytensor.tuning.enable()
 for _ in range(3):
     np.empty(8 << 20, np.float32).fill(1.0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -1241,7 +1246,8 @@ for keep in ("1", "0"):
 # - 梯度检查用 float64 的中心差分；float32 的舍入误差会淹没差分本身。
 # - 融合算子少建节点、少存数组；numba 内核写成模块级、`cache=True`、数据全走参数、输出预分配、`prange` 每次迭代独占输出，
 #   旁边放着 NumPy 参考；超越函数留给 NumPy 的 ufunc。
-# - 线程由 tinytensor 自己管：BLAS 单线程，大矩阵乘按行切、注意力按批切；大数组释放后留在堆里复用，省掉每步上万次缺页。
+# - CPU 调优是一次显式调用 `tt.tuning.enable()`：BLAS 单线程，大矩阵乘按行切、注意力按批切；大数组释放后留在堆里复用，
+#   省掉每步上万次缺页。`import tinytensor` 本身不改变进程里的任何设置。
 #
 # ## 练习
 #

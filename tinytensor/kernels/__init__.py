@@ -9,14 +9,15 @@
 =========================  ============================================================
 文件                        内容
 =========================  ============================================================
-``backend.py``              后端开关：get_backend / set_backend / use_numba / backend_scope
+``backend.py``              后端开关：get_backend / set_backend / use_numba / backend_scope；numba 按需加载
 ``layer_norm.py``           layer_norm_fwd / layer_norm_bwd
-``cross_entropy.py``        cross_entropy_fwd / _bwd / _fwd_bwd，softmax、log_softmax 前向与反向
+``softmax.py``              softmax_fwd / _bwd、log_softmax_fwd / _bwd（沿最后一维）
+``cross_entropy.py``        cross_entropy_fwd / _bwd / _fwd_bwd（softmax + 交叉熵融合）
 ``gelu.py``                 gelu_fwd / gelu_bwd（tanh 近似）
 ``embedding.py``            embedding_bwd（重复下标安全的散射相加）
 ``adamw.py``                adamw_step / adam_step（原地，与 torch.optim 逐步一致）
 ``attention.py``            attention_fwd / attention_bwd（因果分块的 BLAS 矩阵乘 + 融合的因果 softmax）
-``threads.py``              线程：BLAS 单线程，矩阵乘 / 注意力 / 输出层由我们切给几个线程
+``threads.py``              线程：调优打开时 BLAS 单线程，矩阵乘 / 注意力 / 输出层由我们切给几个线程
 ``_vmath.py``               可向量化的 exp/tanh 与按行归约（内核内部使用）
 =========================  ============================================================
 """
@@ -25,9 +26,9 @@ from .adamw import adam_step, adam_step_numpy, adamw_step, adamw_step_numpy
 from .attention import attention_bwd, attention_bwd_numpy, attention_fwd, attention_fwd_numpy
 from .backend import (
     ALLOWED_BACKENDS,
-    NUMBA_AVAILABLE,
     backend_scope,
     get_backend,
+    numba_available,
     set_backend,
     use_numba,
 )
@@ -38,6 +39,11 @@ from .cross_entropy import (
     cross_entropy_fwd_bwd,
     cross_entropy_fwd_bwd_numpy,
     cross_entropy_fwd_numpy,
+)
+from .embedding import embedding_bwd, embedding_bwd_numpy
+from .gelu import gelu_bwd, gelu_bwd_numpy, gelu_fwd, gelu_fwd_numpy
+from .layer_norm import layer_norm_bwd, layer_norm_bwd_numpy, layer_norm_fwd, layer_norm_fwd_numpy
+from .softmax import (
     log_softmax_bwd,
     log_softmax_bwd_numpy,
     log_softmax_fwd,
@@ -47,13 +53,9 @@ from .cross_entropy import (
     softmax_fwd,
     softmax_fwd_numpy,
 )
-from .embedding import embedding_bwd, embedding_bwd_numpy
-from .gelu import gelu_bwd, gelu_bwd_numpy, gelu_fwd, gelu_fwd_numpy
-from .layer_norm import layer_norm_bwd, layer_norm_bwd_numpy, layer_norm_fwd, layer_norm_fwd_numpy
 
 __all__ = [
     "ALLOWED_BACKENDS",
-    "NUMBA_AVAILABLE",
     "adam_step",
     "adam_step_numpy",
     "adamw_step",
@@ -84,6 +86,7 @@ __all__ = [
     "log_softmax_bwd_numpy",
     "log_softmax_fwd",
     "log_softmax_fwd_numpy",
+    "numba_available",
     "set_backend",
     "softmax_bwd",
     "softmax_bwd_numpy",

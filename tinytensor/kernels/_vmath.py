@@ -2,28 +2,19 @@
 
 为什么自己写 exp/tanh
 --------------------
-本机的 numba 没有向量化数学库（SVML 不可用），循环里的 ``math.exp`` / ``math.tanh`` 会逐个调用
-libm，无法向量化。实测（1200 万个 float32，2 核机器）：
+numba 没有向量化数学库（SVML 不可用）时，循环里的 ``math.exp`` / ``math.tanh`` 会逐个调用 libm，
+无法向量化，比 ``np.exp`` 慢数倍（实测见 docs/performance.md）。
 
-======================  ==================  =====================================
-做法                     内存中 12M 元素       缓存内 32K 元素 ×100（单线程）
-======================  ==================  =====================================
-numba + ``math.exp``     29–57 ms             —
-``np.exp``（ufunc）       5.6–7.0 ms           2.0 ms（≈1.7 G 元素/s）
-numba + 本文件 ``vexp``    5.5–6.8 ms           1.8 ms（≈1.8 G 元素/s；prange 2 线程 1.0 ms）
-======================  ==================  =====================================
-
-``vexp`` 只用加减乘、``int`` 位操作和比较，LLVM 能把它向量化（本机生成 AVX-512 代码），
-单线程已和 NumPy 的 SIMD exp 一样快，而且能和前后的计算融合在一个循环、一次读内存里完成，
-还能用 prange 多线程。因此内核里的超越函数用 ``vexp`` / ``vtanh``，而不是交给 NumPy。
+``vexp`` 只用加减乘、``int`` 位操作和比较，LLVM 能把它向量化，单线程就和 NumPy 的 SIMD exp 一样快，
+而且能和前后的计算融合在一个循环、一次读内存里完成，还能用 prange 多线程。因此内核里的超越函数用
+``vexp`` / ``vtanh``，而不是交给 NumPy。
 
 算法（Cody–Waite 约化 + Taylor 多项式）
 --------------------------------------
 exp(x) = 2^n · exp(r)，n = round(x / ln2)，r = x − n·ln2 ∈ [−ln2/2, ln2/2]；
 ln2 拆成高低两段（高段尾部全零，n·ln2_hi 精确），exp(r) 用 Taylor 多项式（float32 取 7 阶，
 截断误差 < 6e−9；float64 取 13 阶，截断误差 < 5e−18），2^n 直接拼指数位，拆成两个因子以覆盖次正规数。
-实测最大误差（允许 FMA 后，见下）：float32 0.84 ulp（np.exp 为 2.2–2.4 ulp），float64 0.79 ulp
-（np.exp 为 0.7 ulp）。
+最大误差（允许 FMA 后，见下；tests/test_kernels.py 检查误差界）：float32 约 0.84 ulp，float64 约 0.79 ulp。
 x 为 NaN 返回 NaN，+inf → inf，−inf → 0，上溢为 inf，下溢为 0。
 
 tanh(u) = sign(u) · (1 − e)/(1 + e)，e = exp(−2|u|) ∈ (0, 1]，不会溢出；绝对误差约 2 ulp(1)
@@ -35,11 +26,11 @@ tanh(u) = sign(u) · (1 − e)/(1 + e)，e = exp(−2|u|) ∈ (0, 1]，不会溢
   所以 vexp/vtanh 自己只开 ``contract``（允许 FMA，见下方代码注释），调用它们的内核不开 fastmath。
 - 除法要向量化，调用方须用 ``error_model="numpy"``（默认的 "python" 模型会为除零检查插入分支）。
 - 按行归约（``row_sum`` 等）用 ``fastmath={"reassoc"}``：只允许重结合，于是 LLVM 能用多个
-  向量累加器并行求和（LayerNorm 前向实测快 2–3 倍）；累加一律用 float64。求和顺序由编译出的
+  向量累加器并行求和；累加一律用 float64。求和顺序由编译出的
   机器码决定，与线程数无关（线程只分配不同的行），所以 NUMBA_NUM_THREADS=1 与默认线程数逐位相同；
   换一台向量宽度不同的机器，末位可能不同（NumPy 的成对求和也是如此）。
-- numba 的 ``cache=True`` 只按调用者所在文件的修改时间失效：改了本文件后请删除 ``__pycache__``
-  里的 ``*.nbi``/``*.nbc`` 缓存（重新安装包时文件时间会变，用户不受影响）。
+- numba 的 ``cache=True`` 只看函数自己所在的文件；改了本文件，用到它的内核缓存也必须失效。
+  backend.py 把整个目录源码的哈希写进每个内核的缓存索引，所以这件事自动完成，不用手工删缓存。
 """
 
 from __future__ import annotations
@@ -48,7 +39,7 @@ import math
 
 import numpy as np
 
-from .backend import NUMBA_AVAILABLE, njit, overload
+from .backend import njit, overload
 
 # ---------------------------------------------------------------------------
 # 纯 Python 版本：numba 缺失或 NUMBA_DISABLE_JIT=1 时直接执行这些函数体
@@ -155,9 +146,8 @@ def _tanh64(u):
 
 
 # 这四个函数单独编译，只开 fastmath 的 "contract"：允许把 a·b + c 合成一条 FMA 指令，
-# 不允许重结合、也不假设没有 NaN/inf。Cody–Waite 约化与 Horner 多项式用 FMA 只会更准：
-# 实测 float32 最大误差 1.11 → 0.84 ulp，float64 1.00 → 0.79 ulp；缓存内吞吐 float32 快 1.3 倍、
-# float64 快 1.8 倍（32K 元素：19.9 → 15.1 µs，62 → 34 µs；np.exp 为 18.7 / 50.5 µs）。
+# 不允许重结合、也不假设没有 NaN/inf。Cody–Waite 约化与 Horner 多项式用 FMA 只会更准、更快
+# （实测见 docs/performance.md）。
 # 调用者内联它们之后，这些指令仍带着各自的标志，调用者其余的运算不受影响（仍然不合成 FMA）。
 _KERNEL_FLAGS = dict(cache=True, fastmath={"contract"}, error_model="numpy")
 _exp32_jit = njit(**_KERNEL_FLAGS)(_exp32)
@@ -165,30 +155,33 @@ _exp64_jit = njit(**_KERNEL_FLAGS)(_exp64)
 _tanh32_jit = njit(**_KERNEL_FLAGS)(_tanh32)
 _tanh64_jit = njit(**_KERNEL_FLAGS)(_tanh64)
 
-if NUMBA_AVAILABLE:
+
+@overload(vexp)  # numba 加载时才注册（见 backend.py）
+def _vexp_overload(x):
     from numba.core import types
 
-    @overload(vexp)
-    def _vexp_overload(x):
-        if isinstance(x, types.Float):
-            f = _exp32_jit if x.bitwidth == 32 else _exp64_jit
+    if isinstance(x, types.Float):
+        f = _exp32_jit if x.bitwidth == 32 else _exp64_jit
 
-            def impl(x):
-                return f(x)
+        def impl(x):
+            return f(x)
 
-            return impl
-        return None
+        return impl
+    return None
 
-    @overload(vtanh)
-    def _vtanh_overload(u):
-        if isinstance(u, types.Float):
-            f = _tanh32_jit if u.bitwidth == 32 else _tanh64_jit
 
-            def impl(u):
-                return f(u)
+@overload(vtanh)
+def _vtanh_overload(u):
+    from numba.core import types
 
-            return impl
-        return None
+    if isinstance(u, types.Float):
+        f = _tanh32_jit if u.bitwidth == 32 else _tanh64_jit
+
+        def impl(u):
+            return f(u)
+
+        return impl
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -228,8 +221,8 @@ def row_sq_dev_sum(a, m):
 def row_max(a):
     """max(a)，a 至少 1 个元素；不开 fastmath。
 
-    单个累加器 ``m = max(m, a[j])`` 是一条依赖链，LLVM 不会把它向量化（实测 2048×6000 的 float32
-    逐行求最大值单线程 6.9 ms，np.max 2.2 ms）；手工拆成 8 个独立的累加器后 SLP 向量化生效，2.5 ms。
+    单个累加器 ``m = max(m, a[j])`` 是一条依赖链，LLVM 不会把它向量化；手工拆成 8 个独立的累加器后
+    SLP 向量化生效（实测见 docs/performance.md）。
     最大值与比较顺序无关，所以结果与单累加器完全相同（NaN 会被跳过，但后续 Σexp 会把 NaN 传下去）。
     """
     n = a.shape[0]

@@ -24,9 +24,7 @@
 - 逐元素运算，小数组走串行内核，大数组分成与线程数相同的连续段并行（见 backend.py），每段只写自己的
   元素，结果与线程数、与走哪条路径都无关；numba 内核与 NumPy 参考逐位相同
   （运算顺序相同，且不开 fastmath，LLVM 不会合成 FMA）。
-- 实测（float32，1300 万个参数，2 线程）：numba 5.7–8 ms；NumPy 参考 76–95 ms（十来个临时数组）；
-  torch AdamW(foreach=False) 64–83 ms；torch AdamW(fused=True) 7–10 ms。全程只读写一遍内存，
-  已接近带宽上限（4 个数组读、3 个写，约 360 MB）。
+- 全程只读写一遍内存（4 个数组读、3 个写），NumPy 参考要十来个临时数组（实测见 docs/performance.md）。
 """
 
 from __future__ import annotations

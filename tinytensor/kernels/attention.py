@@ -31,9 +31,7 @@
     而不是让多线程 BLAS 去切每一个小矩阵。每个头的运算与不切分时完全相同，结果逐位相同。
   NumPy 参考实现用整块的矩阵乘，其余用 NumPy 的多遍运算。
 - 数值：softmax 先减行最大值，Σexp 与 Σ dP⊙P 在 float64 中累加后舍入到输入精度。
-- 实测（float32，2 核，中位数；单独计时，数据在缓存里）：small 的一层（B 8、nh 6、T 256、hs 64）前向
-  12.6 → 8.0 ms、反向 18.7 → 12.9 ms；tiny 的一层（16×4×128×32）前向 3.1 → 1.7 ms、反向 4.7 → 2.6 ms
-  （“→”左边是每个小矩阵都交给多线程 BLAS、不分块的旧写法）。
+- 分块与切分带来的速度差别见 docs/performance.md。
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from . import backend, threads
 from ._checks import float_array, float_like
 from ._vmath import row_dot, row_max, row_sum, vexp
 from .backend import njit, use_numba
+from .softmax import softmax_fwd_numpy
 
 # 分数矩阵的元素个数低于阈值时在调用者线程里一次做完，否则按前导第 0 维切给多个线程（threads.py）；
 # 每个头的运算相同，两条路径逐位相同（tests/test_kernels.py 检查）。
@@ -68,27 +67,35 @@ def _t(a: np.ndarray) -> np.ndarray:
 
 
 def attention_fwd_numpy(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True, dmask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """注意力前向的 NumPy 参考实现，返回 (out, probs)；probs 是 dropout 之前的 P。"""
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool = True, dmask: np.ndarray | None = None,
+    attn_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """注意力前向的 NumPy 参考实现，返回 (out, probs)；probs 是 dropout 之前的 P。
+
+    这是注意力唯一的 NumPy 写法：``TINYTENSOR_BACKEND=numpy`` 时、带额外掩码或前导维需要广播时，算子都用它。
+    前导维可以广播；attn_mask（可选，可广播到 (..., T, Tk)）为布尔时 False 处屏蔽，为浮点时加到分数上。
+    被完全屏蔽的行 P 全为 0（softmax 参考实现的约定），不产生 NaN。
+    """
     dt = q.dtype.type
     s = np.matmul(q, _t(k))
     s *= dt(scale)
     T, Tk = s.shape[-2:]
-    if causal:
+    if causal:  # 与 torch 相同：掩码左上角对齐
         s[..., np.triu(np.ones((T, Tk), dtype=bool), k=1)] = -np.inf
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    denom = s.sum(axis=-1, keepdims=True, dtype=np.float64).astype(q.dtype)
-    s *= np.ones((), q.dtype) / denom
-    return np.matmul(s if dmask is None else s * dmask, v), s
+    if attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            s = np.where(attn_mask, s, np.asarray(-np.inf, dtype=s.dtype))
+        else:
+            s = s + attn_mask
+    p = softmax_fwd_numpy(s)
+    return np.matmul(p if dmask is None else p * dmask, v), p
 
 
 def attention_bwd_numpy(
     g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, scale: float,
     dmask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """注意力反向的 NumPy 参考实现，返回 (dq, dk, dv)。"""
+    """注意力反向的 NumPy 参考实现，返回 (dq, dk, dv)；前导维广播时梯度是广播后的形状（由调用方求和）。"""
     dt = q.dtype.type
     dv = np.matmul(_t(probs if dmask is None else probs * dmask), g)
     dp = np.matmul(g, _t(v))

@@ -1,17 +1,14 @@
-"""softmax / log_softmax 与 softmax + 交叉熵（融合）：numba 内核与 NumPy 参考实现。
+"""softmax + 交叉熵（融合）：numba 内核与 NumPy 参考实现。
 
 公式（逐行，行长为 V；m 为行最大值）
 ---------------------------------
     lse = m + log Σ_j exp(x_j − m)              （先减行最大值，exp 不会上溢）
-    softmax(x)_j = exp(x_j − m) · (1 / Σ_k exp(x_k − m))      （乘倒数，与 torch 相同）
-    log_softmax(x)_j = x_j − m − log Σ_k exp(x_k − m)
     交叉熵：loss_i = lse_i − x_{i,t_i}；t_i == ignore_index 的行 loss 为 0
 
 导数
 ----
     ∂loss_i/∂x_{i,j} = softmax(x_i)_j − [j == t_i]，即 p − onehot；乘以调用方给的 row_scale_i，
     被忽略的行梯度全为 0。
-    softmax 反向：dx = y ⊙ (g − Σ g⊙y)；log_softmax 反向：dx = g − exp(y) · Σ g。
 
 契约
 ----
@@ -24,20 +21,15 @@
 - ``cross_entropy_fwd_bwd(logits, targets, row_scale, ignore_index=-100, out=None) -> (loss_rows, lse, dlogits)``：
   前向与反向一次做完（融合输出层用：梯度在前向时就能算出）。每个元素只算一次 exp：先把 exp(x − m) 写进
   dlogits 并求和，再乘 row_scale/Σ、目标处减 row_scale。与先 fwd 再 bwd 的结果只差舍入。
-- ``softmax_fwd/log_softmax_fwd(x)``、``softmax_bwd(g, y)``、``log_softmax_bwd(g, y)``：沿最后一维，
-  x 可为任意维数（内部按 (-1, 最后一维) 处理）。
 - 数值：Σexp 在 float64 中累加；lse 在 float64 中算出后舍入到输入精度保存；每行 loss 用 float64 的
   lse 减去目标 logit 再舍入。logits 中的 −inf（被屏蔽的词）没有问题：exp(−inf) = 0。
   整行都是 −inf（完全屏蔽）时不产生 NaN：lse = −inf；该行若被忽略则 loss = 0、梯度全 0；
-  若未被忽略则 loss = +inf（目标的概率为 0），softmax 视为全 0，梯度为 −onehot·row_scale；
-  softmax_fwd 给出全 0 行，log_softmax_fwd 给出全 −inf 行。
+  若未被忽略则 loss = +inf（目标的概率为 0），softmax 视为全 0，梯度为 −onehot·row_scale。
   +inf 或 NaN 的 logits 会得到 NaN（有意让发散可见）；±1e4 这类大有限值没有问题。
-- exp 用 ``_vmath.vexp``（可向量化，速度与 np.exp 相当，见该模块的实测），
-  因此前向只需读一遍 logits、不写 (N, V) 的中间结果，且可按行并行（小输入走串行内核，见 backend.py）。
-  实测（float32，(2048, 6000)，中位数，2 线程 / 1 线程）：前向 numba 6.9 / 10.6 ms，NumPy 参考
-  30.9 / 32.4 ms（max、减法、np.exp、求和共四遍，并写出 49 MB 的中间结果），torch 24.6 / 35.9 ms；
-  反向 numba 7.5 / 12.8 ms，NumPy 22.1 / 25.5 ms，torch 38.3 / 57.3 ms。
-  若把 exp 交给 np.exp，前向就得先写出 (N, V) 的 x − m，再回读求和，至少多两遍内存。
+- exp 用 ``_vmath.vexp``（可向量化，速度与 np.exp 相当），因此前向只需读一遍 logits、不写 (N, V) 的
+  中间结果，且可按行并行（小输入走串行内核，见 backend.py）。若把 exp 交给 np.exp，前向就得先写出
+  (N, V) 的 x − m，再回读求和，至少多两遍内存（实测的差别见 docs/performance.md）。
+- softmax / log_softmax 本身在 softmax.py。
 """
 
 from __future__ import annotations
@@ -45,19 +37,15 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import check_ndim, check_shape, float_array, float_like, int_array
-from ._vmath import row_dot, row_max, row_sum, vexp
+from ._vmath import row_max, row_sum, vexp
 from .backend import njit, prange, run_split, use_numba
 
 # 工作量（N·V 个元素）低于阈值时走串行内核，否则走并行内核；两条路径逐位相同（见 backend.py）。
 _PAR_MIN_CE_FWD = 1 << 16
 _PAR_MIN_CE_BWD = 1 << 16
 _PAR_MIN_CE_FUSED = 1 << 16
-_PAR_MIN_SM_FWD = 1 << 16
-_PAR_MIN_SM_BWD = 1 << 16
 
 _OP_CE = "cross_entropy"
-_OP_SM = "softmax"
-_OP_LSM = "log_softmax"
 
 
 # ---------------------------------------------------------------------------
@@ -79,11 +67,6 @@ def _check_targets(targets: object, N: int, V: int, ignore_index: int, op: str) 
             f"{op}：目标类别 {first} 超出范围 [0, {V})（V={V}；ignore_index={ignore_index} 的行会被忽略）"
         )
     return np.ascontiguousarray(t)
-
-
-def _rows(x: np.ndarray) -> np.ndarray:
-    """(..., V) → C 连续的 (N, V)。"""
-    return np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
 
 
 def _safe_max(x2: np.ndarray) -> np.ndarray:
@@ -142,47 +125,6 @@ def cross_entropy_fwd_bwd_numpy(
     """前向 + 反向一次做完的 NumPy 参考实现：就是两个参考实现依次调用。"""
     loss, lse = cross_entropy_fwd_numpy(logits, targets, ignore_index)
     return loss, lse, cross_entropy_bwd_numpy(logits, targets, lse, row_scale, ignore_index)
-
-
-def softmax_fwd_numpy(x: np.ndarray) -> np.ndarray:
-    """softmax 前向（最后一维）的 NumPy 参考实现；整行 −inf 给出全 0。"""
-    x2 = x.reshape(-1, x.shape[-1])
-    e = np.exp(x2 - _safe_max(x2)[:, None])
-    s = e.sum(axis=1, dtype=np.float64).astype(x.dtype)
-    s = np.where(s == 0, np.ones((), x.dtype), s)
-    inv = np.ones((), x.dtype) / s
-    return (e * inv[:, None]).reshape(x.shape)
-
-
-def log_softmax_fwd_numpy(x: np.ndarray) -> np.ndarray:
-    """log_softmax 前向（最后一维）的 NumPy 参考实现；整行 −inf 给出全 −inf。"""
-    x2 = x.reshape(-1, x.shape[-1])
-    d = x2 - _safe_max(x2)[:, None]
-    s = np.exp(d).sum(axis=1, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        logs = np.log(s).astype(x.dtype)
-    with np.errstate(invalid="ignore"):
-        y = d - logs[:, None]
-    y[s == 0] = -np.inf
-    return y.reshape(x.shape)
-
-
-def softmax_bwd_numpy(g: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """softmax 反向的 NumPy 参考实现：dx = y·(g − Σ g·y)。"""
-    V = y.shape[-1]
-    g2 = g.reshape(-1, V)
-    y2 = y.reshape(-1, V)
-    d = (g2 * y2).sum(axis=1, dtype=np.float64).astype(y.dtype)
-    return (y2 * (g2 - d[:, None])).reshape(y.shape)
-
-
-def log_softmax_bwd_numpy(g: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """log_softmax 反向的 NumPy 参考实现：dx = g − exp(y)·Σ g。"""
-    V = y.shape[-1]
-    g2 = g.reshape(-1, V)
-    y2 = y.reshape(-1, V)
-    sg = g2.sum(axis=1, dtype=np.float64).astype(y.dtype)
-    return (g2 - np.exp(y2) * sg[:, None]).reshape(y.shape)
 
 
 # ---------------------------------------------------------------------------
@@ -292,102 +234,6 @@ def _ce_fused_par(loss, lse, dlogits, logits, targets, row_scale, ignore_index, 
         _ce_fused_rows(loss, lse, dlogits, logits, targets, row_scale, ignore_index, c * N // k, (c + 1) * N // k)
 
 
-@njit(cache=True, error_model="numpy", nogil=True)
-def _softmax_fwd_rows(y, x, lo, hi):
-    V = x.shape[1]
-    for i in range(lo, hi):
-        xi = x[i]
-        yi = y[i]
-        m = row_max(xi)
-        if m == -np.inf:
-            m = x.dtype.type(0.0)
-        for j in range(V):
-            yi[j] = vexp(xi[j] - m)
-        s = x.dtype.type(row_sum(yi))
-        if s == 0:  # 整行 −inf：保持全 0
-            continue
-        inv = x.dtype.type(1.0) / s  # 与 torch 相同：乘倒数而不是逐个除
-        for j in range(V):
-            yi[j] = yi[j] * inv
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def _softmax_fwd_par(y, x, nt):
-    N = x.shape[0]
-    k = max(1, min(nt, N))
-    for c in prange(k):
-        _softmax_fwd_rows(y, x, c * N // k, (c + 1) * N // k)
-
-
-@njit(cache=True, error_model="numpy", nogil=True)
-def _log_softmax_fwd_rows(y, x, lo, hi):
-    V = x.shape[1]
-    for i in range(lo, hi):
-        xi = x[i]
-        yi = y[i]
-        m = row_max(xi)
-        if m == -np.inf:
-            m = x.dtype.type(0.0)
-        for j in range(V):
-            yi[j] = vexp(xi[j] - m)
-        s = row_sum(yi)
-        if s == 0:  # 整行 −inf
-            for j in range(V):
-                yi[j] = -np.inf
-            continue
-        logs = x.dtype.type(np.log(s))
-        for j in range(V):
-            yi[j] = (xi[j] - m) - logs
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def _log_softmax_fwd_par(y, x, nt):
-    N = x.shape[0]
-    k = max(1, min(nt, N))
-    for c in prange(k):
-        _log_softmax_fwd_rows(y, x, c * N // k, (c + 1) * N // k)
-
-
-@njit(cache=True, error_model="numpy", nogil=True)
-def _softmax_bwd_rows(dx, g, y, lo, hi):
-    V = y.shape[1]
-    for i in range(lo, hi):
-        gi = g[i]
-        yi = y[i]
-        dxi = dx[i]
-        d = y.dtype.type(row_dot(gi, yi))
-        for j in range(V):
-            dxi[j] = yi[j] * (gi[j] - d)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def _softmax_bwd_par(dx, g, y, nt):
-    N = y.shape[0]
-    k = max(1, min(nt, N))
-    for c in prange(k):
-        _softmax_bwd_rows(dx, g, y, c * N // k, (c + 1) * N // k)
-
-
-@njit(cache=True, error_model="numpy", nogil=True)
-def _log_softmax_bwd_rows(dx, g, y, lo, hi):
-    V = y.shape[1]
-    for i in range(lo, hi):
-        gi = g[i]
-        yi = y[i]
-        dxi = dx[i]
-        sg = y.dtype.type(row_sum(gi))
-        for j in range(V):
-            dxi[j] = gi[j] - vexp(yi[j]) * sg
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def _log_softmax_bwd_par(dx, g, y, nt):
-    N = y.shape[0]
-    k = max(1, min(nt, N))
-    for c in prange(k):
-        _log_softmax_bwd_rows(dx, g, y, c * N // k, (c + 1) * N // k)
-
-
 # ---------------------------------------------------------------------------
 # 公开函数
 # ---------------------------------------------------------------------------
@@ -428,7 +274,7 @@ def cross_entropy_bwd(
     """交叉熵反向：(softmax − onehot)·row_scale[:, None]，被忽略的行全 0。契约见模块说明。
 
     ``out`` 给定时把结果写进它并返回它（调用方可跨调用复用缓冲区）。``out`` 也可以就是 logits 本身
-    （原地覆盖），结果相同，但别名会让 LLVM 的运行时重叠检查失败、退回标量循环，实测慢约 4 倍。
+    （原地覆盖），结果相同，但别名会让 LLVM 的运行时重叠检查失败、退回标量循环，慢得多（见 docs/performance.md）。
     """
     x = _check_logits(logits)
     N, V = x.shape
@@ -499,64 +345,3 @@ def _check_grad_out(out: np.ndarray | None, x: np.ndarray) -> None:
             )
 
 
-def _check_last_axis(x: object, name: str, op: str) -> np.ndarray:
-    a = float_array(x, name, op)
-    if a.ndim < 1 or a.shape[-1] == 0:
-        raise ValueError(f"{op}：{name} 的最后一维不能为空，收到形状 {a.shape}")
-    return a
-
-
-def softmax_fwd(x: np.ndarray) -> np.ndarray:
-    """沿最后一维的 softmax（先减行最大值；整行 −inf 给出全 0）。"""
-    x = _check_last_axis(x, "x", _OP_SM)
-    if not use_numba():
-        return softmax_fwd_numpy(x)
-    x2 = _rows(x)
-    y = np.empty_like(x2)
-    run_split(_softmax_fwd_rows, _softmax_fwd_par, x2.shape[0], y, x2, work=x2.size, min_work=_PAR_MIN_SM_FWD)
-    return y.reshape(x.shape)
-
-
-def log_softmax_fwd(x: np.ndarray) -> np.ndarray:
-    """沿最后一维的 log_softmax：x − max − log Σ exp(x − max)（整行 −inf 给出全 −inf）。"""
-    x = _check_last_axis(x, "x", _OP_LSM)
-    if not use_numba():
-        return log_softmax_fwd_numpy(x)
-    x2 = _rows(x)
-    y = np.empty_like(x2)
-    run_split(_log_softmax_fwd_rows, _log_softmax_fwd_par, x2.shape[0], y, x2, work=x2.size, min_work=_PAR_MIN_SM_FWD)
-    return y.reshape(x.shape)
-
-
-def _check_pair(g: object, y: object, op: str) -> tuple[np.ndarray, np.ndarray]:
-    y = _check_last_axis(y, "y", op)
-    g = float_like(g, "grad", y.dtype, op)
-    check_shape(g, "grad", y.shape, op)
-    return g, y
-
-
-def softmax_bwd(g: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """softmax 反向：dx = y·(g − Σ g·y)，y 为前向输出。"""
-    g, y = _check_pair(g, y, _OP_SM)
-    if not use_numba():
-        return softmax_bwd_numpy(g, y)
-    y2 = _rows(y)
-    dx = np.empty_like(y2)
-    g2 = _rows(g)
-    run_split(_softmax_bwd_rows, _softmax_bwd_par, y2.shape[0], dx, g2, y2, work=y2.size, min_work=_PAR_MIN_SM_BWD)
-    return dx.reshape(y.shape)
-
-
-def log_softmax_bwd(g: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """log_softmax 反向：dx = g − exp(y)·Σ g，y 为前向输出。"""
-    g, y = _check_pair(g, y, _OP_LSM)
-    if not use_numba():
-        return log_softmax_bwd_numpy(g, y)
-    y2 = _rows(y)
-    dx = np.empty_like(y2)
-    g2 = _rows(g)
-    run_split(
-        _log_softmax_bwd_rows, _log_softmax_bwd_par, y2.shape[0], dx, g2, y2,
-        work=y2.size, min_work=_PAR_MIN_SM_BWD,
-    )
-    return dx.reshape(y.shape)

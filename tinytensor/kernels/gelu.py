@@ -17,14 +17,12 @@
 - ``gelu_bwd(g, x, t) -> dx``：g、x、t 同形状同 dtype。
 - 运算顺序与 torch 的 CPU 内核一致（x³ = (x·x)·x，y = (0.5·x)·(1+t)），全程在输入精度下计算。
 
-实现选择（实测：2 核机器，float32，(2048, 1536) 即 N 2048 × 4C，21 次中位数，bench/bench_kernels.py）
------------------------------------------------------------------------------------------------
-任务说明建议“numba 算 u → ``np.tanh(u, out=u)`` → numba 合成”，因为循环里的 ``math.tanh`` 不能向量化。
-但 ``_vmath.vtanh`` 只用加减乘除与位操作，可以向量化，比 np.tanh 还快，于是整个前向能在一个（可并行的）
-循环里完成：只读一次 x、写一次 y 和 t，不要中间缓冲。实测前向（2 线程 / 1 线程）：
-融合 numba 1.47 / 2.60 ms；三段式（numba + np.tanh + numba）3.08 / 3.98 ms；纯 NumPy 参考
-6.49 / 7.72 ms；torch 3.35 / 5.62 ms。反向没有超越函数：numba 1.68 / 1.95 ms，NumPy 10.8 / 11.8 ms，
-torch 4.44 / 6.31 ms。vtanh 与 np.tanh 的差别在 1e−7（float32）/ 2e−16（float64）的绝对误差量级。
+实现
+----
+整个前向在一个（可并行的）循环里完成：只读一次 x、写一次 y 和 t，不要中间缓冲。循环里的 ``math.tanh``
+不能向量化，所以用 ``_vmath.vtanh``（只用加减乘除与位操作，可以向量化），而不是先算 u、再交给
+``np.tanh``、再合成的三段式。vtanh 与 np.tanh 的差别在 1e−7（float32）/ 2e−16（float64）的绝对误差量级。
+实测的速度对比见 docs/performance.md。
 """
 
 from __future__ import annotations

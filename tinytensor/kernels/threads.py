@@ -1,36 +1,35 @@
-"""tinytensor 自己管线程：BLAS 只用单线程，大矩阵乘与注意力由我们切成几段交给几个 Python 线程。
+"""切段并行：调优开启时 BLAS 只用单线程，大矩阵乘与注意力由我们切成几段交给几个 Python 线程。
 
 为什么
 ------
-多线程 OpenBLAS 有两个问题，都在训练步里实测到：
+多线程 OpenBLAS 在训练步里有两个问题：
 
 1. **小矩阵**：注意力是一大批小矩阵乘（每个头一个，例如 128×32 乘 32×128）。``np.matmul`` 对批维逐个调用
    BLAS，多线程 OpenBLAS 又把*每一个*小矩阵切给所有线程，每次都要唤醒、同步，算得还没等得久。
 2. **忙等**：OpenBLAS 的工作线程做完一次矩阵乘后会空转等待下一次（默认约 2^28 个时钟周期，≈0.1 s），
-   训练步里矩阵乘每隔几毫秒就来一次，它就一直占着一个核。紧随其后的 numba 内核或我们自己的线程只好和它抢核。
-   实测：先做一次多线程矩阵乘，紧接着的（切给两个线程的）注意力前向从 8.0 ms 变成 15.4 ms（small 一层）。
-   等待时长只能在 numpy 加载 OpenBLAS *之前*用环境变量 OPENBLAS_THREAD_TIMEOUT 调，库里做不到。
+   训练步里矩阵乘每隔几毫秒就来一次，它就一直占着一个核，紧随其后的 numba 内核或我们自己的线程只好和它抢核。
 
-所以 tinytensor 第一次需要并行矩阵乘时把 BLAS 设成单线程（``claim_blas``），自己切分：
+所以调优开启时（``tinytensor.tuning.enable()`` 调用 ``claim_blas``）BLAS 设成单线程，由我们自己切分：
 
 - ``matmul(a, b)``：二维矩阵乘，按输出的行（行太少时按列）切成几段，每段一个线程、单线程 BLAS；
 - ``run_parts(fn, n, nt)``：通用的“切段并行”，注意力按批维切、融合输出层按行块切都用它。
 
-实测（2 核，同一进程里交替比较）：tiny 训练步 210 → 193 ms，small 1,178 → 1,067 ms。
 torch 的 CPU 后端也是这样：算子自己按 (批, 头) 或行块切给线程池，BLAS 调用本身不再开线程。
+实测的差别见 docs/performance.md。
 
 契约
 ----
-- ``run_parts(fn, n, nt)``：把 ``range(n)`` 分成 ``k = min(nt, n)`` 个连续段，调用 ``fn(lo, hi)``；第 0 段在
-  调用者线程里跑，其余交给线程池，全部结束才返回；任何一段的异常原样抛给调用者（其他段照常跑完）。
-  ``k ≥ 2`` 时先 ``claim_blas()``。
+- **只有 ``claim_blas()`` 之后才切分**（``splitting()`` 为 True：BLAS 已设成单线程、当前是 numba 后端）。
+  没有调优时（默认，也是 ``TINYTENSOR_BACKEND=numpy`` 时）``matmul`` 就是 ``np.matmul``，``run_parts`` 在调用者
+  线程里一次做完，numpy 的 BLAS 保持它自己的线程数：``import tinytensor`` 不改变进程里任何东西。
+- ``run_parts(fn, n, nt)``：切分时把 ``range(n)`` 分成 ``k = min(nt, n)`` 个连续段，调用 ``fn(lo, hi)``；第 0 段
+  在调用者线程里跑，其余交给线程池，全部结束才返回；任何一段的异常原样抛给调用者（其他段照常跑完）。
 - 每段只写自己的输出切片，所以结果与段数无关（逐位相同，测试检查）。
 - 段里调用的 numba 内核必须是 ``nogil=True`` 的*串行*内核：workqueue 线程层不支持多个 Python 线程同时启动
   并行内核（``backend.run_split`` 在非主线程里自动改走串行内核）；``np.matmul`` 本身会释放 GIL。
-- ``claim_blas()``：把 numpy 所用 BLAS 的线程数设为 1（进程级设置，之后一直保持；``release_blas()`` 恢复）。
-  影响的是整个进程里 numpy 的矩阵乘：不经 tinytensor 的 ``a @ b`` 也会变成单线程。
-  找不到可设置的 BLAS（没有 threadpoolctl，或 numpy 用的 BLAS 它不认识）时 ``available()`` 为 False，
-  ``run_parts`` 不再切分、``matmul`` 退回普通的 ``np.matmul``（否则每段都开多线程 BLAS，核被超额订阅）。
+- ``claim_blas()``：把 numpy 所用 BLAS 的线程数设为 1（进程级设置），返回是否做到；``release_blas()`` 恢复
+  之前的线程数并停止切分。找不到可设置的 BLAS（没有 threadpoolctl，或 numpy 用的 BLAS 它不认识）时
+  ``available()`` 为 False，``claim_blas()`` 什么也不做（否则每段都开多线程 BLAS，核被超额订阅）。
 - 只应从一个线程调用 tinytensor（与 numba 的 workqueue 线程层相同的限制）。
 """
 
@@ -78,17 +77,28 @@ def num_threads() -> int:
     return backend.get_num_threads()
 
 
-def claim_blas() -> None:
-    """把 BLAS 设成单线程并一直保持（见模块说明）；重复调用无副作用。"""
+def claim_blas() -> bool:
+    """把 BLAS 设成单线程，此后由我们切分（见模块说明）；做到了返回 True，重复调用无副作用。"""
     global _claimed
     if _claimed is None and available():
         _claimed = [(lib, lib.num_threads) for lib in _blas_libs()]
         for lib, _ in _claimed:
             lib.set_num_threads(1)
+    return _claimed is not None
+
+
+def claimed() -> bool:
+    """BLAS 是否已被 claim_blas() 设成单线程。"""
+    return _claimed is not None
+
+
+def splitting() -> bool:
+    """是否由我们切分：BLAS 已设成单线程，且当前是 numba 后端（NumPy 后端是读者的路径，不切分）。"""
+    return _claimed is not None and backend.use_numba()
 
 
 def release_blas() -> None:
-    """恢复 claim_blas() 之前的 BLAS 线程数。"""
+    """恢复 claim_blas() 之前的 BLAS 线程数，停止切分。"""
     global _claimed
     if _claimed is not None:
         for lib, n in _claimed:
@@ -109,13 +119,12 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 def run_parts(fn: Callable[[int, int], None], n: int, nt: int) -> None:
     """把 range(n) 切成 min(nt, n) 个连续段并行执行 fn(lo, hi)（见模块说明）。
 
-    设不了 BLAS 的线程数时不切分（否则每段都开多线程 BLAS，核被超额订阅），整段在调用者线程里跑。
+    不切分时（``splitting()`` 为 False，例如没有开调优）整段在调用者线程里跑。
     """
-    k = max(1, min(nt, n)) if available() else 1
+    k = max(1, min(nt, n)) if splitting() else 1
     if k == 1:
         fn(0, n)
         return
-    claim_blas()
     bounds = [(i * n // k, (i + 1) * n // k) for i in range(k)]
     futures: list[Future[None]] = [_executor(k - 1).submit(fn, lo, hi) for lo, hi in bounds[1:]]
     try:
@@ -130,7 +139,8 @@ def run_parts(fn: Callable[[int, int], None], n: int, nt: int) -> None:
 def matmul(
     a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, bias: np.ndarray | None = None
 ) -> np.ndarray:
-    """二维矩阵乘 a @ b（+ bias），工作量够大时按输出的行（行数少于线程数的 8 倍时按列）切给多个线程。
+    """二维矩阵乘 a @ b（+ bias）；切分时（见 ``splitting``）工作量够大的按输出的行（行数少于线程数的 8 倍时
+    按列）切给多个线程，否则就是 ``np.matmul``。
 
     a、b 可以是转置视图（BLAS 直接处理，不拷贝）；给出 out 时写进它；bias（形状 (n,)）由各线程加到自己的
     那段上。与 ``np.matmul`` 相比只在末位上可能不同：OpenBLAS 对不同的行数/列数选用不同的尾部内核
@@ -138,10 +148,10 @@ def matmul(
     """
     m, k = a.shape
     n = b.shape[1]
-    nt = num_threads()
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
-    if nt < 2 or m * k * n < MATMUL_MIN_WORK or not available():
+    nt = num_threads() if m * k * n >= MATMUL_MIN_WORK and splitting() else 1
+    if nt < 2:
         np.matmul(a, b, out=out)
         if bias is not None:
             out += bias

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..autograd import no_grad
-from ..tensor import Tensor
+from ..tensor import Tensor, check_device, split_device_arg
 from .parameter import Parameter
 
 
@@ -279,10 +279,8 @@ class Module:
 
     def to(self, dtype: Any = None, device: Any = None) -> Module:
         """把浮点参数与缓冲区转换为 dtype（tinytensor 只有 CPU，device 只接受 'cpu'）。"""
-        if isinstance(dtype, str) and dtype == "cpu":
-            dtype = None
-        if device not in (None, "cpu"):
-            raise RuntimeError(f"tinytensor 只支持 CPU，收到 device={device!r}")
+        dtype, device = split_device_arg(dtype, device)
+        check_device(device)
         if dtype is None:
             return self
         d = np.dtype(dtype)

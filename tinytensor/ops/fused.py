@@ -1,6 +1,6 @@
 """融合算子：为了速度把多步计算合成一个节点，前向与反向都调用 kernels 里的内核。
 
-每个融合算子在 tinytensor/functional.py 里都有一个由基本算子拼出来的“孪生”实现，
+每个融合算子在 tinytensor/composed.py 里都有一个由基本算子拼出来的“孪生”实现，
 测试保证两者前向、反向一致。融合的好处：少建很多计算图节点、少存很多中间数组。
 """
 
@@ -99,49 +99,26 @@ class Gelu(Function):
 
 
 def attention_core_fwd(q, k, v, scale, is_causal=False, dropout_mask=None, attn_mask=None, out=None):
-    """注意力的数组级前向，返回 (out, P)。无掩码、无 dropout 时交给融合内核，否则用 NumPy 逐步计算。
+    """注意力的数组级前向，返回 (out, P)。
 
-    给出 out（可以是不连续的视图）时结果写进它，省掉调用方再拷贝一次。
+    无额外掩码、前导维相同时交给 ``kernels.attention_fwd``（numba 后端为融合内核，NumPy 后端为参考实现），
+    否则直接用 NumPy 参考实现 ``kernels.attention_fwd_numpy``。给出 out（可以是不连续的视图）时结果写进它。
     """
     if _uses_kernel(q, k, v, dropout_mask, attn_mask):
         # 常见情形（训练、生成时单个新词元）：内核融合“缩放·掩码·softmax”，dropout 掩码在加权求和前乘上
         return kernels.attention_fwd(q, k, v, scale, is_causal, out=out, dmask=dropout_mask)
-    scores = np.matmul(q, np.swapaxes(k, -1, -2))
-    scores *= np.asarray(scale, dtype=scores.dtype)
-    tq, tk = q.shape[-2], k.shape[-2]
-    if is_causal:
-        causal = np.triu(np.ones((tq, tk), dtype=bool), k=1)  # 与 torch 相同：左上角对齐
-        scores = np.where(causal, np.asarray(-np.inf, dtype=scores.dtype), scores)
-    if attn_mask is not None:
-        if attn_mask.dtype == np.bool_:
-            scores = np.where(attn_mask, scores, np.asarray(-np.inf, dtype=scores.dtype))
-        else:
-            scores = scores + attn_mask
-    m = scores.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, np.zeros((), dtype=scores.dtype))
-    p = np.exp(scores - m)
-    denom = p.sum(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p /= denom
-    if not np.all(denom > 0):
-        p = np.where(denom > 0, p, np.zeros((), dtype=p.dtype))
-    pd = p * dropout_mask if dropout_mask is not None else p
-    return np.matmul(pd, v, out=out), p
+    res, p = kernels.attention_fwd_numpy(q, k, v, scale, is_causal, dropout_mask, attn_mask)
+    if out is None:
+        return res, p
+    out[...] = res
+    return out, p
 
 
 def attention_core_bwd(g, q, k, v, p, scale, is_causal=False, dropout_mask=None, fused=False, out=None):
     """注意力的数组级反向，返回 (dq, dk, dv)；给出 out=(dq, dk, dv) 时写进这三个数组。"""
     if fused:
         return kernels.attention_bwd(g, q, k, v, p, scale, is_causal, out=out, dmask=dropout_mask)
-    s = np.asarray(scale, dtype=g.dtype)
-    pd = p * dropout_mask if dropout_mask is not None else p
-    dv = np.matmul(np.swapaxes(pd, -1, -2), g)
-    dp = np.matmul(g, np.swapaxes(v, -1, -2))
-    if dropout_mask is not None:
-        dp *= dropout_mask
-    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-    ds *= s
-    res = np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
+    res = kernels.attention_bwd_numpy(g, q, k, v, p, scale, dropout_mask)
     if out is None:
         return res
     for o, r in zip(out, res):
@@ -186,7 +163,7 @@ class CausalSelfAttention(Function):
         [q | k | v] = x · [W_q; W_k; W_v]ᵀ + [b_q | b_k | b_v]     一次矩阵乘算出三个投影
         q, k, v 拆成 nh 个头 (B, nh, T, hs)，y = softmax(q kᵀ/√hs + 因果掩码) v，再合并回 (B, T, C)
 
-    与逐个 Linear + reshape + transpose + SDPA 的组合（tinytensor/functional.py 里的孪生实现）完全等价，
+    与逐个 Linear + reshape + transpose + SDPA 的组合（tinytensor/composed.py 里的孪生实现）完全等价，
     但只建一个计算图节点，三个投影合成一次更大的矩阵乘（反向时 dx 也只需一次矩阵乘）。
     位置参数：x、W_q、W_k、W_v，以及可选的 b_q、b_k、b_v（qkv_bias=True 时）。
     """
@@ -268,7 +245,7 @@ class LinearCrossEntropy(Function):
         row_scale = np.where(valid, np.asarray(scale, dtype=x.dtype), np.zeros((), dtype=x.dtype))
         # 各块交给几个线程（每个线程一段连续的块、单线程 BLAS），每段把 dW、db 累加到自己的缓冲区，最后相加；
         # 行数少时把块改小，让每个线程至少分到一块（如 gpt2-small 的 B 2、T 256 只有 512 行）
-        nt = threads.num_threads() if threads.available() and n * x.shape[1] * w.shape[0] >= _LCE_PAR_MIN else 1
+        nt = threads.num_threads() if threads.splitting() and n * x.shape[1] * w.shape[0] >= _LCE_PAR_MIN else 1
         chunk = max(1, min(chunk, -(-n // nt)))
         starts = range(0, n, chunk)
         k = max(1, min(nt, len(starts)))

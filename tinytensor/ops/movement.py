@@ -104,9 +104,9 @@ class Gather(Function):
         if index.ndim != a.ndim:
             raise RuntimeError(f"gather：index 的维数 {index.ndim} 必须等于输入的维数 {a.ndim}")
         n = a.shape[dim]
-        if index.size and (index.min() < -n or index.max() >= n):
-            bad = index[(index < -n) | (index >= n)].ravel()[0]
-            raise IndexError(f"gather：下标 {int(bad)} 超出第 {dim} 维的范围 [0, {n})")
+        if index.size and (index.min() < 0 or index.max() >= n):  # 与 torch 相同：不接受负下标
+            bad = index[(index < 0) | (index >= n)].ravel()[0]
+            raise IndexError(f"gather：下标 {int(bad)} 超出第 {dim} 维的范围 [0, {n})（gather 不接受负下标）")
         if any(i > s for d, (i, s) in enumerate(zip(index.shape, a.shape)) if d != dim):
             raise RuntimeError(f"gather：index 形状 {index.shape} 在第 {dim} 维以外不能大于输入形状 {a.shape}")
         # 与 torch 相同：输出形状就是 index 的形状；index 在其它维上可以比输入短（只取前面那部分），

@@ -2,6 +2,7 @@
 
 它们慢（计算图节点多、中间数组多），但每一步都看得见，是理解和验证融合算子的依据：
 测试保证这里的前向、反向与 tt.nn.functional 中的融合版本一致。
+名字说的就是这件事：composed（由基本算子组合而成）；``tt.nn.functional`` 是 torch 式的函数接口，调用的是融合算子。
 """
 
 from __future__ import annotations
