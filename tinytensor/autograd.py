@@ -228,9 +228,9 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
     order = _toposort(root)
     grads: dict[int, np.ndarray] = {id(root): g}
     for t in reversed(order):
-        g = grads.pop(id(t), None)
-        if g is None:
+        if id(t) not in grads:
             continue
+        g = grads.pop(id(t))
         ctx = t._ctx
         if ctx is None or t._retains_grad:
             _accumulate(t, g)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .creation import tril, where
+from .creation import tril, where  # type: ignore[attr-defined]  # tril 由 creation 按名字批量生成
 from .tensor import Tensor
 
 

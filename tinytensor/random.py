@@ -32,7 +32,7 @@ def default_generator() -> np.random.Generator:
 
 def get_rng_state() -> dict[str, Any]:
     """全局发生器的状态（可 JSON 序列化的字典）。"""
-    return _rng.bit_generator.state
+    return dict(_rng.bit_generator.state)
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

@@ -65,8 +65,9 @@ def _promote(a: Tensor, b: Tensor, true_div: bool = False) -> tuple[Tensor, Tens
 
 def _dim(dim: Any, ndim: int) -> int:
     """检查并规范一个维度下标（负数从后数）；越界时报错而不是取模绕回（与 torch 相同）。"""
-    (d,) = R.normalize_dims(int(dim), ndim)
-    return d
+    dims = R.normalize_dims(int(dim), ndim)
+    assert dims is not None  # 给出了整数维度，不会是 None
+    return dims[0]
 
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "npu")
@@ -108,7 +109,7 @@ class Tensor:
     __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # 让 ndarray 与 Tensor 混合运算时由 Tensor 处理
 
-    def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = False) -> None:
+    def __init__(self, data: Any, dtype: Any = None, requires_grad: builtins.bool = False) -> None:
         arr = _to_array(data, dtype)
         _check_requires_grad(arr, requires_grad)
         self.data: np.ndarray = arr
@@ -118,7 +119,7 @@ class Tensor:
         self._retains_grad = False
 
     @classmethod
-    def _wrap(cls, data: np.ndarray, requires_grad: bool = False) -> Tensor:
+    def _wrap(cls, data: np.ndarray, requires_grad: builtins.bool = False) -> Tensor:
         """内部快速构造：不复制、不推断类型。"""
         t = object.__new__(Tensor)
         t.data = data
@@ -130,22 +131,22 @@ class Tensor:
 
     # ------------------------------------------------------------------ 属性
     @property
-    def requires_grad(self) -> bool:
+    def requires_grad(self) -> builtins.bool:
         return self._requires_grad
 
     @requires_grad.setter
-    def requires_grad(self, value: bool) -> None:
+    def requires_grad(self, value: builtins.bool) -> None:
         if self._ctx is not None and not value:
             raise RuntimeError("只能修改叶子张量的 requires_grad；非叶子张量请用 .detach()")
         _check_requires_grad(self.data, value)
         self._requires_grad = bool(value)
 
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+    def requires_grad_(self, requires_grad: builtins.bool = True) -> Tensor:
         self.requires_grad = requires_grad
         return self
 
     @property
-    def is_leaf(self) -> bool:
+    def is_leaf(self) -> builtins.bool:
         return self._ctx is None
 
     @property
@@ -246,7 +247,7 @@ class Tensor:
     def contiguous(self) -> Tensor:
         return self
 
-    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+    def backward(self, gradient: Any = None, retain_graph: builtins.bool = False) -> None:
         """从本张量开始反向传播。"""
         autograd.backward(self, gradient, retain_graph)
 
@@ -290,7 +291,7 @@ class Tensor:
         for i in range(len(self)):
             yield self[i]
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> builtins.bool:
         if self.data.size != 1:
             raise RuntimeError(f"多于一个元素（形状 {self.shape}）的张量的真值是歧义的；请用 .any() 或 .all()")
         return bool(self.data.reshape(()))
@@ -320,7 +321,7 @@ class Tensor:
             return Tensor._wrap(np.asarray(other, dtype=dtype), False)
         return Tensor._wrap(np.asarray(other, dtype=_dt.get_default_dtype()), False)
 
-    def _binary(self, op: type[autograd.Function], other: Any, reverse: bool = False) -> Tensor:
+    def _binary(self, op: builtins.type[autograd.Function], other: Any, reverse: builtins.bool = False) -> Tensor:
         o = self._lift(other)
         a, b = (o, self) if reverse else (self, o)
         a, b = _promote(a, b, true_div=op is E.Div)
@@ -421,7 +422,7 @@ class Tensor:
     def ne(self, o: Any) -> Tensor:
         return self != o
 
-    def equal(self, o: Tensor) -> bool:
+    def equal(self, o: Tensor) -> builtins.bool:
         return self.shape == o.shape and bool(np.array_equal(self.data, o.data))
 
     def any(self) -> Tensor:
@@ -510,27 +511,31 @@ class Tensor:
         return E.Triu.apply(self, diagonal=diagonal)
 
     # ------------------------------------------------------------------ 归约
-    def sum(self, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
+    def sum(self, dim: Any = None, keepdim: builtins.bool = False, dtype: Any = None) -> Tensor:
         t = self if dtype is None else self.type(dtype)
         return R.Sum.apply(t, dim=R.normalize_dims(dim, self.ndim), keepdim=keepdim)
 
-    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+    def mean(self, dim: Any = None, keepdim: builtins.bool = False) -> Tensor:
         if self.dtype.kind != "f":
             raise RuntimeError(f"mean 需要浮点张量，收到 dtype {self.dtype}")
         return R.Mean.apply(self, dim=R.normalize_dims(dim, self.ndim), keepdim=keepdim)
 
-    def var(self, dim: Any = None, keepdim: bool = False, *, correction: int = 1, unbiased: Any = None) -> Tensor:
+    def var(
+        self, dim: Any = None, keepdim: builtins.bool = False, *, correction: int = 1, unbiased: Any = None
+    ) -> Tensor:
         if unbiased is not None:
             correction = 1 if unbiased else 0
         return R.Var.apply(self, dim=R.normalize_dims(dim, self.ndim), keepdim=keepdim, correction=correction)
 
-    def std(self, dim: Any = None, keepdim: bool = False, *, correction: int = 1, unbiased: Any = None) -> Tensor:
+    def std(
+        self, dim: Any = None, keepdim: builtins.bool = False, *, correction: int = 1, unbiased: Any = None
+    ) -> Tensor:
         return self.var(dim, keepdim, correction=correction, unbiased=unbiased).sqrt()
 
-    def _maxmin(self, dim: Any, keepdim: bool, largest: bool) -> Tensor | ValuesIndices:
+    def _maxmin(self, dim: Any, keepdim: builtins.bool, largest: builtins.bool) -> Tensor | ValuesIndices:
         if dim is None:
             return R.MaxAll.apply(self, largest=largest)
-        (d,) = R.normalize_dims(dim, self.ndim)
+        d = _dim(dim, self.ndim)
         if self.shape[d] == 0 if self.ndim else False:
             raise RuntimeError(f"不能在长度为 0 的第 {d} 维上取 {'max' if largest else 'min'}")
         arr = self.data if self.ndim else self.data.reshape(1)
@@ -542,24 +547,24 @@ class Tensor:
         indices = idx_k if keepdim else idx
         return ValuesIndices(values, Tensor._wrap(np.asarray(indices, dtype=np.int64), False))
 
-    def max(self, dim: Any = None, keepdim: bool = False) -> Any:
+    def max(self, dim: Any = None, keepdim: builtins.bool = False) -> Any:
         """无 dim：返回最大值；有 dim：返回 (values, indices)，与 torch 相同。"""
         return self._maxmin(dim, keepdim, True)
 
-    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
+    def min(self, dim: Any = None, keepdim: builtins.bool = False) -> Any:
         return self._maxmin(dim, keepdim, False)
 
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    def argmax(self, dim: int | None = None, keepdim: builtins.bool = False) -> Tensor:
         if dim is None:
             return Tensor._wrap(np.asarray(np.argmax(self.data), dtype=np.int64), False)
         return Tensor._wrap(np.argmax(self.data, axis=dim, keepdims=keepdim).astype(np.int64), False)
 
-    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    def argmin(self, dim: int | None = None, keepdim: builtins.bool = False) -> Tensor:
         if dim is None:
             return Tensor._wrap(np.asarray(np.argmin(self.data), dtype=np.int64), False)
         return Tensor._wrap(np.argmin(self.data, axis=dim, keepdims=keepdim).astype(np.int64), False)
 
-    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> ValuesIndices:  # noqa: A002
+    def topk(self, k: int, dim: int = -1, largest: builtins.bool = True, sorted: builtins.bool = True) -> ValuesIndices:  # noqa: A002
         """前 k 大（或小）的值与下标（不求导，值是新张量）。"""
         n = self.shape[dim]
         if not 0 <= k <= n:

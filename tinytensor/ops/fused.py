@@ -267,6 +267,7 @@ class LinearCrossEntropy(Function):
                     loss_rows[lo:hi] = kernels.cross_entropy_fwd(logits, targets[lo:hi], ignore_index)[0]
                     continue
                 # 前向与反向一次做完：dL/dlogits 写进本段共用的 gbuf
+                assert gbuf is not None
                 rows, _, g = kernels.cross_entropy_fwd_bwd(
                     logits, targets[lo:hi], row_scale[lo:hi], ignore_index, out=gbuf[: hi - lo]
                 )
