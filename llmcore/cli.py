@@ -134,6 +134,16 @@ def parse_train_args(argv: list[str], track: Track) -> tuple[TrainConfig, dict[s
     return tcfg, model_overrides
 
 
+def _remove_failed_new_dir(out: Path) -> None:
+    """这次运行新建的输出目录，还没写出任何检查点就失败了：整个删掉，不留下半成品（分词器、词元缓存）。"""
+    import shutil
+
+    from .train_state import previous_run_files
+
+    if out.is_dir() and not previous_run_files(out):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def _is_main_process() -> bool:
     """torchrun 启动的多进程里只有全局第 0 个进程管输出目录（加锁、检查、清理）。"""
     return os.environ.get("RANK", "0") == "0"
@@ -156,6 +166,7 @@ def cmd_train(argv: list[str], track: Track) -> int:
     out = Path(tcfg.out_dir)
     existed = out.exists()
     lock = None
+    ok = False
     try:
         if _is_main_process():
             check_writable(out, 0)
@@ -166,7 +177,9 @@ def cmd_train(argv: list[str], track: Track) -> int:
         t0 = time.perf_counter()
         try:
             result = track.train(tcfg, model_overrides)
+            ok = True
         except TrainingInterrupted as e:
+            ok = True
             if e.is_main:
                 print(str(e), file=sys.stderr)
             return e.exit_code
@@ -176,8 +189,8 @@ def cmd_train(argv: list[str], track: Track) -> int:
     finally:
         if lock is not None:
             lock.release()
-        if not existed and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # 这次运行建的空目录：失败时不留下
+        if not ok and not existed and lock is not None:
+            _remove_failed_new_dir(out)
     if not getattr(result, "is_main", True):  # DDP 的非主进程不打印摘要
         return 0
     wall = time.perf_counter() - t0
@@ -405,7 +418,7 @@ def cmd_eval(argv: list[str], track: Track) -> int:
     ap.add_argument("--max-batches", type=_int_min(1), default=50, help="最多评估多少个批次，≥ 1（默认 50）")
     args = ap.parse_args(argv)
     from .batches import eval_batches
-    from .checkpoint import read_json_object
+    from .checkpoint import read_json_object, verify_files
     from .prepare import check_data_source
     from .train_state import validate_trainer_state
 
@@ -417,6 +430,7 @@ def cmd_eval(argv: list[str], track: Track) -> int:
     tokenizer = load_tokenizer_for(ckpt)
     state_file = ckpt / "trainer_state.json"
     saved: dict[str, Any] = {}
+    verify_files(ckpt, ["trainer_state.json"])  # 清单里登记了它却不在（或被改过）：不猜数据来源
     if state_file.is_file():
         state = read_json_object(state_file)
         validate_trainer_state(state, state_file)

@@ -290,10 +290,7 @@ def parse_overrides(args: Iterable[str]) -> dict[str, str]:
         if not a.startswith("--") or "=" not in a:
             raise ValueError(f"无法识别的参数 {a!r}：覆盖参数的格式是 --key=value")
         k, v = a[2:].split("=", 1)
-        k = k.replace("-", "_")
-        if k in out:
-            raise ValueError(f"参数 --{k} 给了两次（{out[k]!r} 与 {v!r}）；只保留一个")
-        out[k] = v
+        out[k.replace("-", "_")] = v  # 同一个参数给了几次时以最后一次为准（与 argparse 相同）
     return out
 
 

@@ -163,7 +163,13 @@ def read_training_checkpoint(
         from .checkpoint import read_manifest
 
         names = [n for n in (read_manifest(d) or {}) if n != OPTIM_NAME]
-    if not verify_files(d, names):
+    try:
+        has_manifest = verify_files(d, names)
+    except CheckpointError as e:
+        if OPTIM_NAME in str(e):  # 只有优化器状态坏了：可以只载入权重
+            raise CheckpointError(f"{e}；如只想载入模型权重、用新的优化器状态继续，请加 --weights_only=true") from None
+        raise
+    if not has_manifest:
         print(f"提示：{d} 没有 {MANIFEST_NAME}（旧版本保存的检查点），无法核对校验和", file=sys.stderr)
     state = read_json_object(sp)
     validate_trainer_state(state, sp)
@@ -250,7 +256,10 @@ def check_output_dir(tcfg: TrainConfig) -> list[str]:
                 "要接着训练请去掉 --resume=never，要丢掉旧的运行从头开始请加 --overwrite=true，或换一个 --out_dir"
             )
         return clean_previous_run(out) if tcfg.overwrite else []
-    if find_checkpoint(out, LAST) is None:
+    ckpt = find_checkpoint(out, LAST)
+    if ckpt is not None:
+        check_checkpoint_tokenizer(ckpt, out)
+    else:
         if tcfg.resume == "must":
             raise CheckpointError(f"--resume=must，但 {out} 下没有可用的检查点（{LAST}）")
         best = [n for n in used if BEST in n]
@@ -260,6 +269,31 @@ def check_output_dir(tcfg: TrainConfig) -> list[str]:
                 "要丢掉旧的运行从头开始请加 --resume=never --overwrite=true，或换一个 --out_dir"
             )
     return []
+
+
+def check_checkpoint_tokenizer(ckpt: Path, out: Path) -> None:
+    """续训前（写任何文件之前）核对分词器：检查点里的 tokenizer.json 要与模型的词表一样大，
+    输出目录里的 tokenizer.json（续训时用来编码数据）要与检查点里的那份完全相同。"""
+    from .checkpoint import read_config
+    from .errors import TokenizerError
+    from .prepare import read_tokenizer
+
+    own = ckpt / TOKENIZER_NAME
+    if not own.is_file():
+        return
+    verify_files(ckpt, [TOKENIZER_NAME])
+    n_tok = read_tokenizer(own).vocab_size
+    n_model = read_config(ckpt)["model"].get("vocab_size")
+    if n_tok != n_model:
+        raise TokenizerError(
+            f"{own} 有 {n_tok} 个词元，而 {ckpt / CONFIG_NAME} 中模型的词表是 {n_model}：两者不是一起保存的"
+        )
+    shared = out / TOKENIZER_NAME
+    if shared.is_file() and shared.read_bytes() != own.read_bytes():
+        raise TokenizerError(
+            f"{shared} 与检查点里的 {own} 不同：续训必须用同一个分词器；请把检查点里的那份复制回去，"
+            "或加 --resume=never --overwrite=true 从头训练"
+        )
 
 
 def check_writable(out_dir: str | Path, need_bytes: int) -> None:

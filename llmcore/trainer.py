@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -373,10 +374,13 @@ class Trainer:
         if be.is_main:
             check_writable(self.out, need_bytes=int(n_params * 4 * 3 * 2.2))
         be.barrier()
-        if not self.try_resume() and be.is_main:
-            # 从头开始：记录也从头写，不接在别的运行后面
-            for name in ("metrics.jsonl", "samples.txt"):
-                (self.out / name).unlink(missing_ok=True)
+        resumed = self.try_resume()
+        if be.is_main:
+            for name in (LAST, BEST):  # 上次写到一半就被打断的临时目录
+                shutil.rmtree(self.out / f".{name}.tmp", ignore_errors=True)
+            if not resumed:  # 从头开始：记录也从头写，不接在别的运行后面
+                for name in ("metrics.jsonl", "samples.txt"):
+                    (self.out / name).unlink(missing_ok=True)
         if be.is_main:
             print(
                 f"模型参数 {n_params:,} 个；每步 {self.tokens_per_step:,} 个词元；共 {self.total_steps} 步；"
