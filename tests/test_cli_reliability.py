@@ -497,8 +497,9 @@ def _popen(args: list[str], **extra_env: str) -> subprocess.Popen:
 def test_second_run_into_same_folder_names_the_holder(trained: dict[str, Path], corpus: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = fresh_copy(trained, "gpt_numpy", tmp_path)
-    holder = _popen(["-c", "import sys, time; from llmcore.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); "
-                           "print('locked', flush=True); time.sleep(120)", str(out)])
+    code = ("import sys, time; from llmcore.run_lock import RunLock; lk = RunLock(sys.argv[1]).acquire(); "
+            "print('locked', flush=True); time.sleep(120)")
+    holder = _popen(["-c", code, str(out)])
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         before = snapshot(out)
@@ -569,3 +570,30 @@ def test_second_ctrl_c_while_saving_is_one_line_and_resumable(corpus: Path, tmp_
     assert q.returncode == 0, q.stderr
     assert f"续训：已完成 {k} 步" in q.stderr
     assert not list(out.glob(".ckpt_*.tmp")), "写到一半的临时目录应在续训开始时被清理"
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_download_failures_are_one_line(track: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--data=verdict 需要下载：离线且缓存里没有、镜像上的文件不对、镜像不可达，都是一行与退出码 7。"""
+    from llmcore.errors import EXIT_DOWNLOAD
+
+    for k in ("LLMZH_MIRROR", "HF_ENDPOINT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LLMZH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    args = ["train", "--data=verdict", f"--out_dir={out}", *TINY]
+    monkeypatch.setenv("LLMZH_OFFLINE", "1")
+    code, _, err = run(track, args, capsys)
+    assert_one_line_error(code, err, EXIT_DOWNLOAD, ["the-verdict.txt", "离线"])
+    monkeypatch.delenv("LLMZH_OFFLINE")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "the-verdict.txt").write_text("不是那篇小说", encoding="utf-8")
+    monkeypatch.setenv("LLMZH_MIRROR", mirror.as_uri())
+    code, _, err = run(track, args, capsys)
+    assert_one_line_error(code, err, EXIT_DOWNLOAD, ["the-verdict.txt"])
+    monkeypatch.setenv("LLMZH_MIRROR", (tmp_path / "no-such-mirror").as_uri())
+    code, _, err = run(track, args, capsys)
+    assert_one_line_error(code, err, EXIT_DOWNLOAD, ["the-verdict.txt", "LLMZH_MIRROR"])
+    assert not out.exists() and not list((tmp_path / "cache").rglob("*.txt"))
