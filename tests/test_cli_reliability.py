@@ -597,3 +597,21 @@ def test_download_failures_are_one_line(track: str, tmp_path: Path, monkeypatch:
     code, _, err = run(track, args, capsys)
     assert_one_line_error(code, err, EXIT_DOWNLOAD, ["the-verdict.txt", "LLMZH_MIRROR"])
     assert not out.exists() and not list((tmp_path / "cache").rglob("*.txt"))
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_eval_does_not_follow_data_paths_out_of_the_checkpoint(track: str, trained: dict[str, Path], corpus: Path,
+                                                               tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """检查点记下的数据路径在用户给的目录之外：不自动去读（可用训练目录里的词元缓存，或由 --data 指定）。"""
+    out = fresh_copy(trained, track, tmp_path)
+    code, stdout, err = run(track, ["eval", f"--ckpt={out}", "--max-batches=2", "--batch-size=2"], capsys)
+    assert code == 0 and "困惑度" in stdout, err  # 用的是 out/data 下的词元缓存
+    shutil.rmtree(out / "data")
+    before = snapshot(out)
+    code, stdout, err = run(track, ["eval", f"--ckpt={out}", "--max-batches=2", "--batch-size=2"], capsys)
+    assert_one_line_error(code, err, EXIT_USAGE, ["检查点目录之外", "--data"])
+    assert snapshot(out) == before
+    code, stdout, err = run(track, ["eval", f"--ckpt={out}", f"--data={corpus}", "--max-batches=2", "--batch-size=2"],
+                            capsys)
+    assert code == 0 and "困惑度" in stdout, err
