@@ -615,3 +615,29 @@ def test_eval_does_not_follow_data_paths_out_of_the_checkpoint(track: str, train
     code, stdout, err = run(track, ["eval", f"--ckpt={out}", f"--data={corpus}", "--max-batches=2", "--batch-size=2"],
                             capsys)
     assert code == 0 and "困惑度" in stdout, err
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(corpus: Path, tmp_path: Path) -> None:
+    """SIGKILL 落在任何时刻（包括写检查点、换名、持锁时）：同一条命令重跑就接着训，损失与不中断的训练逐位相同。"""
+    from train_helpers import run_cli, train_losses
+
+    total = 80
+    common = [f"--max_steps={total}", "--eval_interval=5", "--save_interval=1"]
+    ref = tmp_path / "ref"
+    run_cli("gpt_numpy", train_args(corpus, ref, *common))
+    out = tmp_path / "killed"
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        p = _popen(["-m", "gpt_numpy", *train_args(corpus, out, *common)])
+        time.sleep(float(rng.uniform(2.5, 6.0)))  # 启动（导入、编译）之后的任意时刻
+        p.kill()
+        p.communicate(timeout=60)
+    from llmcore.train_state import find_checkpoint
+
+    ckpt = find_checkpoint(out)
+    step = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))["step"] if ckpt else 0
+    assert step < total, "被杀之前训练已经结束：测不到中途崩溃"
+    run_cli("gpt_numpy", train_args(corpus, out, *common))
+    assert train_losses(out) == train_losses(ref)
+    assert not (out / ".run.lock").exists()
