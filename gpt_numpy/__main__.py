@@ -60,7 +60,11 @@ def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> floa
     return total / max(n, 1)
 
 
-TRACK = Track(name="gpt_numpy", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss)
+TRACK = Track(
+    name="gpt_numpy", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss,
+    excluded_fields=("device", "compile", "amp"),
+    excluded_hint="：NumPy 轨道只在 CPU 上运行；要用 GPU 请改用 python -m gpt_torch",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

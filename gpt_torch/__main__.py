@@ -56,8 +56,16 @@ def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> floa
     return total / max(n, 1)
 
 
+def _check_train(tcfg: TrainConfig) -> None:
+    """准备数据之前先确认设备可用（--device=cuda 而本机没有 GPU 时在这里就报错）。"""
+    from .train import resolve_device
+
+    resolve_device(tcfg.device)
+
+
 TRACK = Track(
-    name="gpt_torch", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss, extra_help=EXTRA_HELP
+    name="gpt_torch", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss, extra_help=EXTRA_HELP,
+    check_train=_check_train,
 )
 
 

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from llmcore.config import GPTConfig, TrainConfig, build_model_config
+from llmcore.errors import DeviceError
 from llmcore.trainer import TrainData, Trainer, TrainingDiverged, TrainingInterrupted, TrainResult
 from llmcore.weight_init import decay_mask, init_arrays
 
@@ -36,11 +37,16 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"未知的设备 {name!r}；可选：auto、cpu、cuda、cuda:N、mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"请求的设备 {name!r} 不可用：本机没有可用的 CUDA GPU（可用 --device=cpu 或 --device=auto）")
+        raise DeviceError(f"请求的设备 {name!r} 不可用：本机没有可用的 CUDA GPU（可用 --device=cpu 或 --device=auto）")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"请求的设备 {name!r} 不存在：本机只有 {torch.cuda.device_count()} 块 GPU（编号从 0 开始）")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"请求的设备 {name!r} 不可用：本机没有 Apple MPS（可用 --device=cpu 或 --device=auto）")
+        raise DeviceError(f"请求的设备 {name!r} 不可用：本机没有 Apple MPS（可用 --device=cpu 或 --device=auto）")
     return dev
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -134,13 +136,33 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     compile: bool = False
     amp: str = "auto"  # auto：CUDA 上用 bf16 autocast | bf16 | fp32
+    # 可靠性选项
+    weights_only: bool = False  # 续训时只载入模型权重（优化器状态缺失或损坏时用新的 AdamW 状态继续）
+    overwrite: bool = False  # 与 --resume=never 一起用：删除输出目录里上一次运行的检查点与记录后从头开始
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "eval_batches", "log_interval", "eval_interval"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig.{name} 必须为正，收到 {getattr(self, name)!r}")
+        """检查每个字段的取值范围与字段之间的关系；不合法时报出字段名、收到的值与期望。"""
+        from .errors import DeviceError, UsageError
+
+        def bad(msg: str) -> UsageError:
+            return UsageError(msg)
+
+        for name in ("batch_size", "grad_accum", "eval_batches", "log_interval", "eval_interval", "bpe_vocab_size"):
+            v = getattr(self, name)
+            if not _is_int(v) or v <= 0:
+                raise bad(f"{name} 必须是正整数，收到 {v!r}")
+        for name in ("max_steps", "epochs", "warmup_steps", "stride", "save_interval", "stop_at", "sample_tokens",
+                     "sample_top_k", "seed"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 0:
+                raise bad(f"{name} 必须是非负整数（0 表示不用），收到 {v!r}")
+        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_time", "val_fraction",
+                     "sample_temperature"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad(f"{name} 必须是有限的数，收到 {v!r}")
         if self.max_steps <= 0 and self.epochs <= 0:
-            raise ValueError("max_steps 与 epochs 至少有一个为正")
+            raise bad("max_steps 与 epochs 至少有一个为正")
         choices = {
             "sampling": ("random", "epoch"),
             "init": ("gpt2", "torch"),
@@ -151,9 +173,27 @@ class TrainConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name} 只能是 {allowed} 之一，收到 {getattr(self, name)!r}")
-        if self.lr <= 0 or self.min_lr < 0:
-            raise ValueError(f"学习率必须为正（lr={self.lr}，min_lr={self.min_lr}）")
+                raise bad(f"{name} 只能是 {'、'.join(allowed)} 之一，收到 {getattr(self, name)!r}")
+        if self.lr <= 0:
+            raise bad(f"学习率 lr 必须为正，收到 {self.lr!r}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise bad(
+                f"min_lr 必须在 [0, lr] 内（学习率从 lr 降到 min_lr），收到 min_lr={self.min_lr!r}，lr={self.lr!r}"
+            )
+        for name in ("weight_decay", "grad_clip", "max_time"):
+            if getattr(self, name) < 0:
+                raise bad(f"{name} 不能为负（0 表示不用），收到 {getattr(self, name)!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise bad(f"{name} 必须在 [0, 1) 内，收到 {getattr(self, name)!r}")
+        if not 0 < self.val_fraction < 1:
+            raise bad(f"val_fraction 必须在 (0, 1) 内，收到 {self.val_fraction!r}")
+        if self.sample_temperature < 0:
+            raise bad(f"sample_temperature 不能为负（0 为贪心），收到 {self.sample_temperature!r}")
+        if self.overwrite and self.resume != "never":
+            raise bad("--overwrite=true 只能与 --resume=never 一起用（它会删除输出目录里上一次运行的检查点与记录）")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device)):
+            raise DeviceError(f"未知的设备 {self.device!r}；可选：auto、cpu、cuda、cuda:N、mps")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,6 +215,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 # ---------------------------------------------------------------------------- 通用的字典/命令行解析
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -246,7 +290,7 @@ def parse_overrides(args: Iterable[str]) -> dict[str, str]:
         if not a.startswith("--") or "=" not in a:
             raise ValueError(f"无法识别的参数 {a!r}：覆盖参数的格式是 --key=value")
         k, v = a[2:].split("=", 1)
-        out[k.replace("-", "_")] = v
+        out[k.replace("-", "_")] = v  # 同一个参数给了几次时以最后一次为准（与 argparse 相同）
     return out
 
 

@@ -20,9 +20,11 @@ OWNER = "openai-community"
 GPT2_FILES = ("config.json", "model.safetensors")
 SIZE_TO_NAME = {"124M": "gpt2", "355M": "gpt2-medium", "774M": "gpt2-large", "1558M": "gpt2-xl"}
 ALIASES = {"gpt2-small": "gpt2"}
-# 已核实的校验值 (sha256, 字节数)；其余文件下载后打印算出的哈希，不做比对
+# 已核实的校验值 (sha256, 字节数)：openai-community/gpt2 在 Hugging Face 上的版本 607a30d7（多个公开项目
+# 独立记下的同一组值）。其余规模的文件还没有能核实的公开值：下载后打印算出的哈希，不做比对。
 KNOWN_HASHES: dict[tuple[str, str], tuple[str, int]] = {
     ("gpt2", "model.safetensors"): ("248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707", 548_105_171),
+    ("gpt2", "config.json"): ("0daed7749b4f02b8f76240d5444551d7b08712dab4d0adb8239c56ba823bb7b4", 665),
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -26,11 +27,14 @@ import numpy as np
 from .batches import StepBatches, eval_batches
 from .checkpoint import CheckpointError
 from .config import GPTConfig, TrainConfig
+from .errors import EXIT_DIVERGED, DataError, LLMError, UsageError
 from .schedule import warmup_cosine_lr
 from .train_state import (
     BEST,
     LAST,
+    OPTIM_NAME,
     TOKENIZER_NAME,
+    check_optimizer_state,
     check_writable,
     find_checkpoint,
     read_training_checkpoint,
@@ -41,7 +45,7 @@ from .train_state import (
 RESUME_MUTABLE = {
     "max_steps", "epochs", "eval_interval", "log_interval", "save_interval", "progress", "max_time", "out_dir",
     "resume", "sample_prompt", "sample_tokens", "sample_temperature", "sample_top_k", "device", "compile", "amp",
-    "eval_batches", "stop_at",
+    "eval_batches", "stop_at", "weights_only", "overwrite",
 }
 
 
@@ -54,8 +58,10 @@ class TrainingInterrupted(Exception):
         self.is_main = is_main  # 多进程时只有主进程打印
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(LLMError, RuntimeError):
     """损失变成 NaN 或 inf。"""
+
+    exit_code = EXIT_DIVERGED
 
     def __init__(self, message: str, is_main: bool = True) -> None:
         super().__init__(message)
@@ -141,14 +147,14 @@ def check_resume_compatible(
     for k, v in model.to_dict().items():
         old = saved_model.to_dict().get(k)
         if old != v:
-            raise ValueError(
+            raise UsageError(
                 f"续训失败：模型字段 {k} 与检查点不一致（检查点为 {old!r}，当前为 {v!r}）；"
-                "如要从头训练请加 --resume=never"
+                "如要从头训练请加 --resume=never --overwrite=true（会删除旧的运行），或换一个 --out_dir"
             )
     if "batch_size" in saved:
         old_global, new_global = saved["batch_size"] * saved_world, current["batch_size"] * world
         if old_global != new_global:
-            raise ValueError(
+            raise UsageError(
                 f"续训失败：全局批次 batch_size × 进程数与检查点不一致（检查点为 {saved['batch_size']} × "
                 f"{saved_world} = {old_global}，当前为 {current['batch_size']} × {world} = {new_global}）；"
                 "改变进程数时请相应调整 --batch_size，或加 --resume=never 从头训练"
@@ -157,9 +163,9 @@ def check_resume_compatible(
         if k in RESUME_MUTABLE or k == "batch_size" or k not in saved:
             continue
         if saved[k] != v:
-            raise ValueError(
+            raise UsageError(
                 f"续训失败：训练字段 {k} 与检查点不一致（检查点为 {saved[k]!r}，当前为 {v!r}）；"
-                "如要从头训练请加 --resume=never"
+                "如要从头训练请加 --resume=never --overwrite=true（会删除旧的运行），或换一个 --out_dir"
             )
 
 
@@ -169,22 +175,26 @@ class Trainer:
     def __init__(self, tcfg: TrainConfig, model_cfg: GPTConfig, backend: Backend, data: TrainData) -> None:
         self.tcfg, self.model_cfg, self.backend, self.data = tcfg, model_cfg, backend, data
         self.out = Path(tcfg.out_dir)
-        world = backend.world_size
-        self.batches = StepBatches(
-            data.train_tokens, tcfg.batch_size * world, model_cfg.context_length, tcfg.sampling, tcfg.seed, tcfg.stride
-        )
-        self.total_steps = total_steps_for(tcfg, self.batches, world)
-        t = model_cfg.context_length
-        stride = tcfg.stride or t if tcfg.sampling == "epoch" else 0
-        # 评估批次按全局批次大小切分（各进程再各取一段），所以评估集与进程数无关
-        gb = tcfg.batch_size * world
-        # epoch 模式（原书）：训练集也用训练时的对齐窗口评估，与原书的 calc_loss_loader 相同。记住了训练文本的
-        # 大模型在错开位置的窗口上损失会高得多（绝对位置嵌入），随机起点会让“训练损失”与原书不可比。
-        if stride:
-            self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, gb, t, stride=stride)
-        else:
-            self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, gb, t, seed=tcfg.seed + 1)
-        self.eval_val = eval_batches(data.val_tokens, tcfg.eval_batches, gb, t, stride=stride)
+        try:
+            world = backend.world_size
+            self.batches = StepBatches(
+                data.train_tokens, tcfg.batch_size * world, model_cfg.context_length, tcfg.sampling, tcfg.seed,
+                tcfg.stride,
+            )
+            self.total_steps = total_steps_for(tcfg, self.batches, world)
+            t = model_cfg.context_length
+            stride = tcfg.stride or t if tcfg.sampling == "epoch" else 0
+            # 评估批次按全局批次大小切分（各进程再各取一段），所以评估集与进程数无关
+            gb = tcfg.batch_size * world
+            # epoch 模式（原书）：训练集也用训练时的对齐窗口评估，与原书的 calc_loss_loader 相同。记住了训练文本的
+            # 大模型在错开位置的窗口上损失会高得多（绝对位置嵌入），随机起点会让“训练损失”与原书不可比。
+            if stride:
+                self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, gb, t, stride=stride)
+            else:
+                self.eval_train = eval_batches(data.train_tokens, tcfg.eval_batches, gb, t, seed=tcfg.seed + 1)
+            self.eval_val = eval_batches(data.val_tokens, tcfg.eval_batches, gb, t, stride=stride)
+        except ValueError as e:  # 数据太短，切不出一个窗口
+            raise DataError(f"{e}（数据 {tcfg.data!r}）；请换更长的文本或减小 --context_length") from None
         self.step = 0
         self.best_val: float | None = None
         self.history: list[dict[str, Any]] = []
@@ -257,12 +267,20 @@ class Trainer:
             if mode == "must":
                 raise CheckpointError(f"--resume=must，但 {self.out} 下没有可用的检查点（{LAST}）")
             return False
-        model, saved_cfg, optim, state, rng_arrays = read_training_checkpoint(ckpt)
+        weights_only = self.tcfg.weights_only
+        model, saved_cfg, optim, state, rng_arrays = read_training_checkpoint(ckpt, weights_only=weights_only)
         check_resume_compatible(
             state.get("train_config", {}), self.tcfg.to_dict(), saved_cfg, self.model_cfg,
             int(state.get("world_size", 1)), self.backend.world_size,
         )
-        self.backend.load_state(model, optim, int(state.get("optim_step", state["step"])))
+        optim_step = int(state.get("optim_step", state["step"]))
+        if weights_only:
+            optim, optim_step = {}, 0
+            if self.backend.is_main:
+                print(f"--weights_only=true：只载入 {ckpt} 的模型权重，优化器状态从头开始", file=sys.stderr)
+        else:
+            check_optimizer_state(optim, model, saved_cfg, optim_step, ckpt / OPTIM_NAME)
+        self.backend.load_state(model, optim, optim_step)
         if state.get("track") == self.backend.track and state.get("world_size", 1) == self.backend.world_size:
             self.backend.set_rng_state(state.get("rng", {}), rng_arrays)
         elif self.backend.is_main:
@@ -360,7 +378,13 @@ class Trainer:
         if be.is_main:
             check_writable(self.out, need_bytes=int(n_params * 4 * 3 * 2.2))
         be.barrier()
-        self.try_resume()
+        resumed = self.try_resume()
+        if be.is_main:
+            for name in (LAST, BEST):  # 上次写到一半就被打断的临时目录
+                shutil.rmtree(self.out / f".{name}.tmp", ignore_errors=True)
+            if not resumed:  # 从头开始：记录也从头写，不接在别的运行后面
+                for name in ("metrics.jsonl", "samples.txt"):
+                    (self.out / name).unlink(missing_ok=True)
         if be.is_main:
             print(
                 f"模型参数 {n_params:,} 个；每步 {self.tokens_per_step:,} 个词元；共 {self.total_steps} 步；"

@@ -7,7 +7,7 @@
   （att.out_proj、ff.layers.2）再除以 √(2·n_layers)，让残差流的方差不随层数增长。
 - "torch"：PyTorch 各层的默认分布（原书的模型就是这样初始化的）：
   Linear 的权重和偏置 ~ U(-1/√in, 1/√in)，Embedding ~ N(0, 1)。
-LayerNorm 总是 scale = 1、shift = 0。
+LayerNorm 总是 scale = 1、shift = 0。tie_weights 时 out_head.weight 与 tok_emb.weight 是同一个数组。
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from .config import GPTConfig
 
 RESIDUAL_PROJECTIONS = ("att.out_proj.weight", "ff.layers.2.weight")
+TIED_KEY = "out_head.weight"
 
 
 def init_arrays(
@@ -31,6 +32,9 @@ def init_arrays(
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for name, shape in shapes.items():
+        if cfg.tie_weights and name == TIED_KEY and "tok_emb.weight" in out:
+            out[name] = out["tok_emb.weight"]  # 权重共享：输出层就是词元嵌入，不另抽随机数
+            continue
         if name.endswith((".scale",)):
             arr = np.ones(shape)
         elif name.endswith(".shift"):

@@ -108,7 +108,7 @@ def test_torch_load_corrupted(tmp_path):
     with pytest.raises(CheckpointError, match="已损坏"):
         TorchGPT.load(tmp_path)
     w.unlink()
-    with pytest.raises(CheckpointError, match="找不到权重文件"):
+    with pytest.raises(CheckpointError, match="缺少文件 .*model.safetensors"):
         TorchGPT.load(tmp_path)
 
 

@@ -29,9 +29,14 @@ def _clean_env(monkeypatch, tmp_path, request):
 
 @pytest.mark.keep_known_hashes
 def test_known_hash_rejects_a_wrong_file(monkeypatch, tmp_path):
-    """gpt2 的 model.safetensors 有已核实的 sha256 与大小：内容不对的文件被拒绝并删除。"""
+    """gpt2 的 config.json 与 model.safetensors 有已核实的 sha256 与大小：内容不对的文件被拒绝并删除。"""
     make_hub(tmp_path / "hub", "gpt2")
     monkeypatch.setenv("HF_ENDPOINT", (tmp_path / "hub").as_uri())
+    with pytest.raises(DownloadError, match="config.json .*665"):
+        download_gpt2("124M", cache_dir=tmp_path / "cache", quiet=True)
+    assert not (tmp_path / "cache" / "gpt2" / "config.json").exists()
+    known = {k: v for k, v in gpt2_download.KNOWN_HASHES.items() if k[1] == "model.safetensors"}
+    monkeypatch.setattr(gpt2_download, "KNOWN_HASHES", known)
     with pytest.raises(DownloadError, match="548105171"):
         download_gpt2("124M", cache_dir=tmp_path / "cache", quiet=True)
     assert not (tmp_path / "cache" / "gpt2" / "model.safetensors").exists()

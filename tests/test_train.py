@@ -175,7 +175,7 @@ def test_unwritable_output_dir_fails_before_training(corpus: Path, tmp_path: Pat
 
 def test_unknown_prompt_characters_warn(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "unk"
-    run_cli("gpt_numpy", _args(corpus, out, "--max_steps=2", "--eval_interval=1000"))
+    run_cli("gpt_numpy", _args(corpus, out, "--max_steps=3", "--eval_interval=1000"))
     proc = run_cli("gpt_numpy", ["generate", f"--ckpt={out}", "--prompt=新华社龘", "--max-new-tokens=3"])
     assert "龘" in proc.stderr and "<|unk|>" in proc.stderr
 

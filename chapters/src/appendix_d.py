@@ -438,13 +438,15 @@ for s in (half - 1, half, half + 1, half + 2, STEPS):
 # 做的都是与不中断时完全相同的浮点运算。
 # PyTorch 轨道上同样可以续训，但框架内部选用什么算法、按什么顺序求和不由我们控制，项目的测试只要求它在 float32 的舍入范围内相同。
 #
-# 如果检查点里**没有**优化器状态会怎样？把刚才留的副本里的 `optimizer.safetensors` 删掉再续训：
+# 如果检查点里**没有**优化器状态会怎样？训练器默认拒绝这样的检查点（报错并说出缺了哪个文件），免得悄悄换成新的
+# 优化器状态；要明确地只载入权重，得加 `weights_only=True`（命令行写作 `--weights_only=true`）。
+# 把刚才留的副本里的 `optimizer.safetensors` 删掉，这样续训：
 # AdamW 从零开始估计 m 和 v，偏差修正又让第一步的更新量接近 `lr × sign(g)`——每个参数都按当时的学习率迈出整整一步，
 # 而平时梯度有噪声，$\hat m / \sqrt{\hat v}$ 的绝对值多半小于 1，大多数参数的步子要小得多。
 
 # %%
 (WORK / "resume-no-optim" / "ckpt_last" / "optimizer.safetensors").unlink()
-rec_no_optim = run("resume-no-optim")
+rec_no_optim = run("resume-no-optim", weights_only=True)
 c = losses(rec_no_optim)
 
 fig, ax = plt.subplots(figsize=(7, 3.2))

@@ -682,7 +682,8 @@ for seed in (1, 2):
 # - `model.safetensors` + `config.json`：模型参数与结构。safetensors 只存数组和元数据，不像 pickle 那样能夹带代码；
 # - `optimizer.safetensors`：AdamW 的两个动量 `exp_avg`、`exp_avg_sq`，每个参数各一份；
 # - `trainer_state.json`：步数、数据位置、最优验证损失、完整的训练配置、随机数状态；
-# - `tokenizer.json`：分词器，所以检查点可以单独拿去生成。
+# - `tokenizer.json`：分词器，所以检查点可以单独拿去生成；
+# - `manifest.json`：以上每个文件的 sha256 与字节数，最后写。读取时逐个核对，文件被截断、改动或缺失都会报错。
 #
 # 参数名在两条轨道上相同、`Linear` 的权重都存成 (out, in)，所以同一个目录两边都能直接读。
 

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..errors import EXIT_DOWNLOAD, LLMError
 from .registry import KNOWN_FILES, RemoteFile
 
 ENV_CACHE = "LLMZH_CACHE"
@@ -30,12 +31,16 @@ HF_PREFIX = "https://huggingface.co"
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(LLMError, RuntimeError):
     """下载失败或内容校验不通过。"""
 
+    exit_code = EXIT_DOWNLOAD
 
-class NotCachedError(FileNotFoundError):
+
+class NotCachedError(LLMError, FileNotFoundError):
     """离线模式下缓存里没有所需文件。"""
+
+    exit_code = EXIT_DOWNLOAD
 
 
 def cache_dir() -> Path:
@@ -126,8 +131,10 @@ def download(
                     h.update(block)
                     n += len(block)
         except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
             raise DownloadError(
-                f"下载 {name} 失败（{real_url}）：{e}；可设置 {ENV_MIRROR} 指向镜像，或手动把文件放到 {dest}"
+                f"下载 {name} 失败（{real_url}）：{reason}；请检查网络，或设置 {ENV_MIRROR} 指向镜像，"
+                f"或手动把文件放到 {dest}"
             ) from e
         if expected_len is not None and n != expected_len:
             raise DownloadError(
@@ -137,7 +144,9 @@ def download(
             raise DownloadError(f"{name} 下载到 {n} 字节，应为 {size} 字节（{real_url}）；已删除不完整的文件")
         got = h.hexdigest()
         if sha256 is not None and got != sha256:
-            raise DownloadError(f"{name} 的 sha256 是 {got}，应为 {sha256}（{real_url}）；已删除该文件")
+            raise DownloadError(
+                f"{name} 的 sha256 是 {got}，应为 {sha256}（{real_url}）：镜像或缓存里的文件不对，已删除该文件"
+            )
         if sha256 is None and not quiet:
             print(f"注意：{name} 没有登记的 sha256，未校验（实际 sha256 = {got}）", file=sys.stderr)
         os.replace(tmp, dest)
