@@ -5,7 +5,8 @@
 直接生成：本进程里调用 GPTEngine.stream（即轨道的 stream_generate，带 KV 缓存）。
 经由 API：`python -m <track> serve` 子进程 + 官方 openai 客户端的流式请求（本机回环）。
 首词元延迟：从发出调用到拿到第一个词元（API：第一个带文字的块）；生成速度：(词元数 - 1) / (最后一个 - 第一个)。
-两边都先预热一次，报告 repeats 次的中位数。
+两边都先预热一次，报告 repeats 次的中位数。BLAS 线程数两边相同（--threads，默认 1：批大小 1 的小矩阵乘法
+多线程反而互相等待，见 bench_generate.py）。
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ def measure_direct(engine, n: int, seed: int) -> tuple[float, float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="API 与直接生成的首词元延迟与生成速度")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS 与 torch 的线程数（两边相同，默认 1）")
     ap.add_argument("--ckpt", default=None, help="检查点（默认写一个随机权重的 tiny 预设模型）")
     ap.add_argument("--track", default="gpt_numpy", choices=("gpt_numpy", "gpt_torch"))
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # 子进程继承；须在导入 NumPy 之前
+        os.environ[var] = str(args.threads)
 
     import openai
     from server_helpers import server_process
@@ -62,7 +66,7 @@ def main() -> None:
     names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
              if ln.startswith("model name")] if cpuinfo.exists() else []
     cpu = names[0] if names else platform.processor() or platform.machine()
-    print(f"机器：{cpu}，{os.cpu_count()} 核；Python {platform.python_version()}")
+    print(f"机器：{cpu}，{os.cpu_count()} 核；Python {platform.python_version()}；BLAS 线程数 {args.threads}")
 
     rows = {}
     measure_direct(engine, args.tokens, 0)  # 预热

@@ -196,9 +196,18 @@ class ChatServer:
 
         async def events() -> AsyncIterator[bytes]:
             yield sse(chunk(cid, req.model, created, {"role": "assistant", "content": ""}))
+            pending: tuple[str, Any] | None = None
             while True:
-                kind, payload = await queue.get()
+                kind, payload = pending or await queue.get()
+                pending = None
                 if kind == "delta":
+                    # 生成比发送快时，把已经到达的几段文字并成一块发出（少一些 JSON 与系统调用）
+                    while pending is None and not queue.empty():
+                        nxt = queue.get_nowait()
+                        if nxt[0] == "delta":
+                            payload += nxt[1]
+                        else:
+                            pending = nxt
                     yield sse(chunk(cid, req.model, created, {"content": payload}))
                 elif kind == "error":
                     yield sse(APIError(500, payload, code="generation_failed", type_="server_error").body())
