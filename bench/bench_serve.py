@@ -4,8 +4,10 @@
 
 直接生成：本进程里调用 GPTEngine.stream（即轨道的 stream_generate，带 KV 缓存）。
 经由 API：`python -m <track> serve` 子进程 + 官方 openai 客户端的流式请求（本机回环）。
-首词元延迟：从发出调用到拿到第一个词元（API：第一个带文字的块）；生成速度：(词元数 - 1) / (最后一个 - 第一个)。
-两边都先预热一次，报告 repeats 次的中位数。BLAS 线程数两边相同（--threads，默认 1：批大小 1 的小矩阵乘法
+首词元延迟：从发出调用到拿到第一个词元（API：第一个带文字的块）；生成速度：词元数 / 从发出调用到最后一个词元的时间
+（服务器会把已经到达的几段文字并成一块发送，所以不用“块与块之间的间隔”来算速度）。
+两边都先预热一次；之后两边交替各跑 repeats 次（机器上的其他负载对两边的影响因此相近），报告中位数。
+BLAS 线程数两边相同（--threads，默认 1：批大小 1 的小矩阵乘法
 多线程反而互相等待，见 bench_generate.py）。
 """
 
@@ -31,7 +33,7 @@ def measure_direct(engine, n: int, seed: int) -> tuple[float, float, int]:
     ids = engine.encode_chat(MESSAGES)
     t0 = time.perf_counter()
     times = [time.perf_counter() for _ in engine.stream(ids, 0.8, 40, None, seed, n)]
-    return times[0] - t0, (len(times) - 1) / (times[-1] - times[0]), len(times)
+    return times[0] - t0, len(times) / (times[-1] - t0), len(times)
 
 
 def main() -> None:
@@ -68,14 +70,15 @@ def main() -> None:
     cpu = names[0] if names else platform.processor() or platform.machine()
     print(f"机器：{cpu}，{os.cpu_count()} 核；Python {platform.python_version()}；BLAS 线程数 {args.threads}")
 
-    rows = {}
-    measure_direct(engine, args.tokens, 0)  # 预热
-    rows["直接生成"] = [measure_direct(engine, args.tokens, s) for s in range(1, args.repeats + 1)]
+    rows: dict[str, list[tuple[float, float, int]]] = {"直接生成": [], "经由 API（流式）": []}
     with server_process(args.track, ckpt, "--device=cpu") as (url, _):
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
         model = client.models.list().data[0].id
-        measure_api(client, model, args.tokens, 0)  # 预热
-        rows["经由 API（流式）"] = [measure_api(client, model, args.tokens, s) for s in range(1, args.repeats + 1)]
+        measure_direct(engine, args.tokens, 0)  # 预热
+        measure_api(client, model, args.tokens, 0)
+        for s in range(1, args.repeats + 1):
+            rows["直接生成"].append(measure_direct(engine, args.tokens, s))
+            rows["经由 API（流式）"].append(measure_api(client, model, args.tokens, s))
 
     print("\n| 方式 | 首词元延迟 | 生成速度 | 词元数 |\n|---|---|---|---|")
     for name, rs in rows.items():
@@ -99,7 +102,7 @@ def measure_api(client, model: str, n: int, seed: int) -> tuple[float, float, in
             times.append(time.perf_counter())
         if ch.usage:
             count = ch.usage.completion_tokens
-    return times[0] - t0, (count - 1) / (times[-1] - times[0]), count
+    return times[0] - t0, count / (times[-1] - t0), count
 
 
 if __name__ == "__main__":

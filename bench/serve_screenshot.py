@@ -38,6 +38,7 @@ def main() -> None:
     track = importlib.import_module(f"{args.track}.__main__").TRACK
     ckpt = find_ckpt(args.ckpt, track)
     engine = GPTEngine(track.load_model(ckpt, TrainConfig()), load_tokenizer_for(ckpt), track.stream)
+    engine.warmup()  # 与 serve 命令相同
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app({args.track: engine}), log_level="warning"))

@@ -245,3 +245,14 @@ def test_torch_track_serves_the_same_checkpoint(ckpt: Path) -> None:
         r = c.chat.completions.create(**kw)
         assert r.usage.completion_tokens == 20 and r.choices[0].finish_reason == "length"
         assert stream_text(c, **kw)[0] == r.choices[0].message.content
+
+
+def test_serve_cli_errors_are_clear(ckpt: Path, tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gpt_numpy", "serve", *args], env=env(), capture_output=True,
+                              text=True, timeout=120)
+
+    r = run(f"--ckpt={tmp_path / 'none'}")
+    assert r.returncode == 1 and "找不到检查点" in r.stderr and "Traceback" not in r.stderr
+    r = run(f"--ckpt={ckpt}", "--port=70000")
+    assert r.returncode == 1 and "--port" in r.stderr and "70000" in r.stderr

@@ -61,6 +61,15 @@ class GPTEngine:
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
         return self.template.encode(messages, self.tokenizer)
 
+    def warmup(self) -> None:
+        """启动时先生成几个词元：第一次前向要编译/载入 numba 内核（约 1 秒多），别让第一个用户来等。
+        短提示走 KV 缓存的路径，满上下文的提示走窗口滑动后整段重算的路径，两种都预热。"""
+        ids = self.encode_chat([{"role": "user", "content": "你好"}])
+        for n in (min(len(ids), self.context_length), self.context_length):
+            prompt = (ids * (n // max(len(ids), 1) + 1))[:n]
+            for _ in self.stream(prompt, 1.0, None, None, 0, 2):
+                pass
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))
 

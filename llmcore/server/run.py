@@ -81,6 +81,13 @@ def cmd_serve(argv: list[str], track: Any) -> int:
     from .engine import GPTEngine
 
     args = build_parser(track.name).parse_args(argv)
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        print(f"错误：serve 需要 starlette 与 uvicorn，{e.name} 没有安装；请运行 pip install -e \".[serve]\"",
+              file=sys.stderr)
+        return 1
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port 应在 0–65535 之间，收到 {args.port}")
     if args.max_tokens < 1 or args.max_queue < 1:
@@ -90,6 +97,7 @@ def cmd_serve(argv: list[str], track: Any) -> int:
     model = track.load_model(ckpt, TrainConfig(device=args.device))
     name = args.model_name or track.name
     engine = GPTEngine(model, tokenizer, track.stream)
+    engine.warmup()
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     print(f"模型 {name}（{ckpt}，上下文 {engine.context_length}）", file=sys.stderr)
     print(f"聊天页面：http://{shown}:{args.port}/    API：http://{shown}:{args.port}/v1", file=sys.stderr, flush=True)
