@@ -3,6 +3,7 @@
     python -m gpt_numpy train [--recipe=NAME] [--key=value ...]
     python -m gpt_numpy generate [--ckpt DIR] [--prompt 文本] [--max-new-tokens N] ...
     python -m gpt_numpy eval [--ckpt DIR] [--split val]
+    python -m gpt_numpy serve [--ckpt DIR] [--host H] [--port P] [--model-name NAME]
 
 gpt_torch 用同样的参数：python -m gpt_torch train ...
 
@@ -450,6 +451,12 @@ def cmd_eval(argv: list[str], track: Track) -> int:
     return 0
 
 
+def cmd_serve(argv: list[str], track: Track) -> int:
+    from .server.run import cmd_serve as serve
+
+    return serve(argv, track)
+
+
 EXIT_HELP = """
 退出码：0 成功；1 内部错误；2 参数错误；3 训练发散；4 数据错误；5 分词器错误；6 检查点错误；
 7 下载错误；8 设备错误；9 输出目录错误（不可写、被占用、已有旧的运行）；130 Ctrl-C；143 SIGTERM。
@@ -462,6 +469,7 @@ HELP = """用法：python -m {name} <命令> [参数]
   train      训练（默认配置无需参数、无需联网）
   generate   用检查点生成文本
   eval       计算损失与困惑度
+  serve      启动 OpenAI 兼容的服务器与聊天页面（需要 pip install -e ".[serve]"）
 
 每个命令加 --help 查看详细参数。
 """ + EXIT_HELP
@@ -498,7 +506,7 @@ def main(argv: list[str] | None, track: Track) -> int:
         print(HELP.format(name=track.name))
         return 0 if argv else EXIT_USAGE
     cmd, rest = argv[0], argv[1:]
-    commands = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval}
+    commands = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve}
     if cmd not in commands:
         print(f"参数错误：未知命令 {cmd!r}；可用命令：{', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE
