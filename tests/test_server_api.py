@@ -253,6 +253,6 @@ def test_serve_cli_errors_are_clear(ckpt: Path, tmp_path: Path) -> None:
                               text=True, timeout=120)
 
     r = run(f"--ckpt={tmp_path / 'none'}")
-    assert r.returncode == 1 and "找不到检查点" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 6 and "找不到检查点" in r.stderr and "Traceback" not in r.stderr  # 6：检查点错误
     r = run(f"--ckpt={ckpt}", "--port=70000")
-    assert r.returncode == 1 and "--port" in r.stderr and "70000" in r.stderr
+    assert r.returncode == 2 and "--port" in r.stderr and "70000" in r.stderr  # 2：参数错误

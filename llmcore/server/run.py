@@ -76,8 +76,9 @@ def build_parser(track_name: str) -> argparse.ArgumentParser:
 
 def cmd_serve(argv: list[str], track: Any) -> int:
     """serve 子命令（track 是 llmcore.cli.Track）。"""
-    from ..cli import find_ckpt, load_tokenizer_for
+    from ..cli import check_vocab, find_ckpt, load_tokenizer_for
     from ..config import TrainConfig
+    from ..errors import UsageError
     from .engine import GPTEngine
 
     args = build_parser(track.name).parse_args(argv)
@@ -85,16 +86,16 @@ def cmd_serve(argv: list[str], track: Any) -> int:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
-        print(f"错误：serve 需要 starlette 与 uvicorn，{e.name} 没有安装；请运行 pip install -e \".[serve]\"",
-              file=sys.stderr)
-        return 1
+        hint = 'pip install -e ".[serve]"'
+        raise UsageError(f"serve 需要 starlette 与 uvicorn，{e.name} 没有安装；请运行 {hint}") from None
     if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port 应在 0–65535 之间，收到 {args.port}")
+        raise UsageError(f"--port 应在 0–65535 之间，收到 {args.port}")
     if args.max_tokens < 1 or args.max_queue < 1:
-        raise ValueError(f"--max-tokens 与 --max-queue 应 ≥ 1，收到 {args.max_tokens}、{args.max_queue}")
+        raise UsageError(f"--max-tokens 与 --max-queue 应 ≥ 1，收到 {args.max_tokens}、{args.max_queue}")
     ckpt = find_ckpt(args.ckpt, track)
     tokenizer = load_tokenizer_for(ckpt)
     model = track.load_model(ckpt, TrainConfig(device=args.device))
+    check_vocab(tokenizer, model, ckpt)
     name = args.model_name or track.name
     engine = GPTEngine(model, tokenizer, track.stream)
     engine.warmup()
