@@ -307,7 +307,8 @@ def check_writable(out_dir: str | Path, need_bytes: int) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        why = "路径上有一段是文件而不是目录" if isinstance(e, (NotADirectoryError, FileExistsError)) else e.strerror or e
+        file_in_path = isinstance(e, (NotADirectoryError, FileExistsError))
+        why = "路径上有一段是文件而不是目录" if file_in_path else e.strerror or e
         raise OutputDirError(f"输出目录 {out} 不可写：{why}；请换一个 --out_dir") from None
     free = shutil.disk_usage(out).free
     if free < need_bytes:
