@@ -332,7 +332,8 @@ def _float_in(lo: float, hi: float | None = None, lo_open: bool = False) -> Call
 
 
 def cmd_generate(argv: list[str], track: Track) -> int:
-    ap = _Parser(prog=f"python -m {track.name} generate", description="用训练好的检查点生成文本（流式输出）")
+    ap = _Parser(prog=f"python -m {track.name} generate", description="用训练好的检查点生成文本（流式输出）",
+                 epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", help=f"检查点目录或训练输出目录（默认 runs/{track.name}）")
     ap.add_argument("--prompt", default="新华社北京", help="提示词（默认：新华社北京）")
     ap.add_argument("--max-new-tokens", type=_int_min(1), default=200,
@@ -412,7 +413,8 @@ def _eval_tokens(args: argparse.Namespace, ckpt: Path, saved: dict[str, Any], to
 
 
 def cmd_eval(argv: list[str], track: Track) -> int:
-    ap = _Parser(prog=f"python -m {track.name} eval", description="在数据集上计算损失与困惑度")
+    ap = _Parser(prog=f"python -m {track.name} eval", description="在数据集上计算损失与困惑度",
+                 epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", help=f"检查点目录或训练输出目录（默认 runs/{track.name}）")
     ap.add_argument("--split", choices=("train", "val"), default="val", help="评估哪一部分（默认 val）")
     ap.add_argument("--data", default=None, help="数据来源（默认用检查点训练时的设置）")

@@ -151,8 +151,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not _is_int(v) or v <= 0:
                 raise bad(f"{name} 必须是正整数，收到 {v!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise bad(f"seed 必须是非负整数，收到 {self.seed!r}")
         for name in ("max_steps", "epochs", "warmup_steps", "stride", "save_interval", "stop_at", "sample_tokens",
-                     "sample_top_k", "seed"):
+                     "sample_top_k"):
             v = getattr(self, name)
             if not _is_int(v) or v < 0:
                 raise bad(f"{name} 必须是非负整数（0 表示不用），收到 {v!r}")

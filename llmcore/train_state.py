@@ -299,13 +299,17 @@ def check_checkpoint_tokenizer(ckpt: Path, out: Path) -> None:
 def check_writable(out_dir: str | Path, need_bytes: int) -> None:
     """训练开始前确认输出目录可写、磁盘空间够放检查点，否则给出明确的错误。"""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"输出目录 {out} 是一个已有的文件，不是目录；请换一个 --out_dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        raise OutputDirError(f"输出目录 {out} 不可写：{e.strerror or e}；请换一个 --out_dir") from None
+        file_in_path = isinstance(e, (NotADirectoryError, FileExistsError))
+        why = "路径上有一段是文件而不是目录" if file_in_path else e.strerror or e
+        raise OutputDirError(f"输出目录 {out} 不可写：{why}；请换一个 --out_dir") from None
     free = shutil.disk_usage(out).free
     if free < need_bytes:
         raise OutputDirError(

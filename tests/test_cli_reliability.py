@@ -314,6 +314,13 @@ def _swap_tokenizer(out: Path) -> None:
         _rewrite_manifest(out / c)
 
 
+def _break_tokenizer(out: Path) -> None:
+    for p in [out / "tokenizer.json", *(out / c / "tokenizer.json" for c in CKPTS)]:
+        p.write_text("{截断了", encoding="utf-8")
+    for c in CKPTS:
+        _rewrite_manifest(out / c)
+
+
 def _drop_optimizer_keys(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for i, (k, v) in enumerate(sorted(s.items())) if i % 3}
 
@@ -354,6 +361,12 @@ DAMAGE: list[tuple[str, Callable[[Path], None], Outcome, Outcome, Outcome]] = [
     ("manifest_path_traversal", _traversal,
      (EXIT_CHECKPOINT, ["manifest.json", "outside.txt"]), (EXIT_CHECKPOINT, ["manifest.json", "outside.txt"]),
      (EXIT_CHECKPOINT, ["manifest.json", "outside.txt"])),
+    ("config_shape_mismatch",
+     lambda o: _edit_json(o, "config.json", lambda m: {**m, "model": {**m["model"], "emb_dim": 64}}),
+     (EXIT_USAGE, ["emb_dim", "64"]), (EXIT_CHECKPOINT, ["形状不匹配"]), (EXIT_CHECKPOINT, ["形状不匹配"])),
+    ("tokenizer_not_json", _break_tokenizer,
+     (EXIT_TOKENIZER, ["tokenizer.json", "JSON"]), (EXIT_TOKENIZER, ["tokenizer.json", "JSON"]),
+     (EXIT_TOKENIZER, ["tokenizer.json", "JSON"])),
     ("tokenizer_vocab_mismatch", _swap_tokenizer,
      (EXIT_TOKENIZER, ["tokenizer.json", "词表"]), (EXIT_TOKENIZER, ["分词器", "词表"]),
      (EXIT_TOKENIZER, ["分词器", "词表"])),
@@ -533,9 +546,10 @@ def test_traceback_only_with_debug_switch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_generation_is_one_line(trained: dict[str, Path], tmp_path: Path) -> None:
-    out = fresh_copy(trained, "gpt_numpy", tmp_path)
-    p = _popen(["-m", "gpt_numpy", "generate", f"--ckpt={out}", "--max-new-tokens=1000000", "--no-cache"])
+@pytest.mark.parametrize("track", TRACKS)
+def test_ctrl_c_during_generation_is_one_line(track: str, trained: dict[str, Path], tmp_path: Path) -> None:
+    out = fresh_copy(trained, track, tmp_path)
+    p = _popen(["-m", track, "generate", f"--ckpt={out}", "--max-new-tokens=1000000", "--no-cache"])
     assert p.stdout is not None
     p.stdout.read(8)  # 已经开始输出
     p.send_signal(signal.SIGINT)
