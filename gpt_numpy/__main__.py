@@ -47,7 +47,14 @@ def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> floa
     return total / max(n, 1)
 
 
-TRACK = Track(name="gpt_numpy", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss)
+def _load_qwen3(directory: Path, scheme: str | None) -> Any:
+    from .qwen3 import load_qwen3
+
+    return load_qwen3(directory, scheme or "int8")
+
+
+TRACK = Track(name="gpt_numpy", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss,
+              load_qwen3=_load_qwen3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,8 +56,15 @@ def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> floa
     return total / max(n, 1)
 
 
+def _load_qwen3(directory: Path, scheme: str | None) -> Any:
+    from .qwen3 import load_qwen3
+
+    return load_qwen3(directory, scheme)
+
+
 TRACK = Track(
-    name="gpt_torch", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss, extra_help=EXTRA_HELP
+    name="gpt_torch", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss, extra_help=EXTRA_HELP,
+    load_qwen3=_load_qwen3,
 )
 
 

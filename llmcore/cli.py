@@ -40,6 +40,8 @@ class Track:
     stream: Callable[..., Iterator[np.ndarray]]
     eval_loss: Callable[[Any, list[tuple[np.ndarray, np.ndarray]]], float]
     extra_help: str = ""
+    # load_qwen3(目录, 权重格式或 None) -> 有 step/new_cache 的 Qwen3 模型（chat 命令用）
+    load_qwen3: Callable[[Path, str | None], Any] | None = None
 
 
 def _train_help(track: Track) -> str:
@@ -234,12 +236,19 @@ def cmd_eval(argv: list[str], track: Track) -> int:
     return 0
 
 
+def cmd_chat(argv: list[str], track: Track) -> int:
+    from .qwen3.chat_cli import run_chat
+
+    return run_chat(argv, track.name, track.load_qwen3)
+
+
 HELP = """用法：python -m {name} <命令> [参数]
 
 命令：
   train      训练（默认配置无需参数、无需联网）
   generate   用检查点生成文本
   eval       计算损失与困惑度
+  chat       与 Qwen3 多轮对话（流式输出，/reset 清空，Ctrl-C 停止当前回复）
 
 每个命令加 --help 查看详细参数。
 """
@@ -251,7 +260,7 @@ def main(argv: list[str] | None, track: Track) -> int:
         print(HELP.format(name=track.name))
         return 0 if argv else EXIT_USAGE
     cmd, rest = argv[0], argv[1:]
-    commands = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval}
+    commands = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "chat": cmd_chat}
     if cmd not in commands:
         print(f"未知命令 {cmd!r}；可用命令：{', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE

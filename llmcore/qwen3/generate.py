@@ -174,17 +174,19 @@ class ChatSession:
                 out.append(tok)
                 self.cached_ids.append(tok)
                 text = self.tokenizer.decode(out)
-                hit = _find_stop(text, cfg.stop_strings)
+                stable = text.rstrip("\ufffd")  # 字节级 BPE 可能把一个汉字拆成几个词元：只输出、只比较完整的字
+                hit = _find_stop(stable, cfg.stop_strings)
                 if hit is not None:
-                    text = text[:hit]
+                    text = stable[:hit]
                     if len(text) > printed:
                         yield text[printed:]
                     printed = len(text)
                     break
-                stable = text.rstrip("\ufffd")  # 字节级 BPE 可能把一个汉字拆成几个词元：只输出完整的字
                 if len(stable) > printed:
                     yield stable[printed:]
                     printed = len(stable)
+            if len(text) > printed:  # 结束时还没凑成完整字符的字节，按替换字符输出，与记入历史的文字一致
+                yield text[printed:]
         finally:
             # 缓存里最后一个词元的键值还没算（它是下一步的输入），从缓存的词元表里去掉
             self.cached_ids = self.cached_ids[: self.cache.pos]
