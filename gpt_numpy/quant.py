@@ -167,3 +167,21 @@ def top1_and_ppl(logits_ref: np.ndarray, logits_q: np.ndarray, targets: np.ndarr
 
     agree = float(np.mean(logits_ref.argmax(-1) == logits_q.argmax(-1)))
     return {"top1_agreement": agree, "ppl_ref": ppl(logits_ref), "ppl_quant": ppl(logits_q)}
+
+
+def evaluate_quantization(model: Any, tokens: np.ndarray, schemes: tuple[str, ...] = ("bf16", "int8"),
+                          group: int | None = 128, n_windows: int = 16) -> dict[str, dict[str, float]]:
+    """在 tokens 上取 n_windows 个不重叠的窗口（长度 context_length），比较各量化方案与 float32 的输出：
+    top-1 一致率（两边预测的下一个词元是否相同）与困惑度。"""
+    t = model.cfg.context_length
+    n = min(n_windows, (len(tokens) - 1) // t)
+    if n < 1:
+        raise ValueError(f"评估至少需要 {t + 1} 个词元，收到 {len(tokens)}")
+    x = np.stack([tokens[i * t : (i + 1) * t] for i in range(n)])
+    y = np.stack([tokens[i * t + 1 : (i + 1) * t + 1] for i in range(n)]).reshape(-1)
+    ref = model.infer(x, last_only=False).reshape(-1, model.cfg.vocab_size)
+    out = {}
+    for s in schemes:
+        q = quantize_gpt(model, s, group)
+        out[s] = top1_and_ppl(ref, q.infer(x, last_only=False).reshape(-1, model.cfg.vocab_size), y)
+    return out
