@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=32, help="解码的词元数（默认 32）")
     ap.add_argument("--model", default=None, help="已有的 HF 格式目录（默认写随机权重检查点）")
     ap.add_argument("--workdir", default="/tmp/llmzh-bench-qwen3")
+    ap.add_argument("--save", default=None, help="把结果（连同命令、机器、日期）写成 JSON 文件")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
@@ -164,6 +165,14 @@ def main() -> None:
             print(f"  {eng:11s} 解码 ×{res['decode_tok_s'] / base['decode_tok_s']:.2f}  "
                   f"预填充 ×{res['prefill_tok_s'] / base['prefill_tok_s']:.2f}")
     print("JSON " + json.dumps(results))
+    if args.save:
+        record = {"command": "python bench/bench_qwen3.py " + " ".join(a for a in sys.argv[1:] if not
+                                                                        a.startswith("--save")),
+                  "machine": f"{platform.processor() or platform.machine()}，{os.cpu_count()} 核",
+                  "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "prompt": args.prompt,
+                  "decode": args.decode, "results": results}
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
