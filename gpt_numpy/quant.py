@@ -17,9 +17,11 @@ import numpy as np
 
 from llmcore.qwen3.weights import float32_to_bf16
 from tinytensor.kernels.int8_matmul import (
+    SMALL_M,
     bf16_matmul,
     bf16_rows_to_float32,
     dequantize_int8,
+    f32_matvec,
     int8_matmul,
     quantize_int8,
 )
@@ -46,6 +48,8 @@ class Dense:
         self.shape = self.w.shape
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
+        if self.w.dtype == np.float32 and x.ndim == 2 and x.shape[0] <= SMALL_M:
+            return f32_matvec(x, self.w)  # 生成时：按输出行切给线程的 numba 内核
         return x @ self.w.T
 
     def rows(self, ids: np.ndarray) -> np.ndarray:

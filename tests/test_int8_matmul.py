@@ -12,6 +12,7 @@ from tinytensor.kernels.int8_matmul import (
     bf16_matmul,
     bf16_matmul_numpy,
     dequantize_int8,
+    f32_matvec,
     int8_matmul,
     int8_matmul_numpy,
     quantize_int8,
@@ -42,6 +43,14 @@ def test_bf16_kernel_matches_reference(m, n, k, _):
     ref = bf16_matmul_numpy(x, w)
     np.testing.assert_allclose(bf16_matmul(x, w), ref, rtol=1e-5, atol=1e-4 * np.sqrt(k))
     np.testing.assert_allclose(ref, x @ bf16_to_float32(w).T, rtol=1e-5, atol=1e-4 * np.sqrt(k))
+
+
+@pytest.mark.parametrize("m,n,k,_", SHAPES)
+def test_f32_matvec_matches_blas(m, n, k, _):
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    np.testing.assert_allclose(f32_matvec(x, w), x @ w.T, rtol=1e-5, atol=1e-4 * np.sqrt(k))
 
 
 def test_quantization_error_bound():

@@ -15,6 +15,8 @@
 ----
 - ``int8_matmul(x, q, scale, group) -> y``：x (M, K) float32，y (M, N) float32，y ≈ x @ (q·s).T。
 - ``bf16_matmul(x, w) -> y``：x (M, K) float32，w (N, K) uint16，y = x @ float32(w).T。
+- ``f32_matvec(x, w) -> y``：同样按输出行切分的 float32 版本（对照用，也是 fp32 权重在生成时的路径：
+  与多线程 BLAS 的矩阵-向量乘同样受内存带宽限制，但机器被其他进程占用时不会因 BLAS 线程互相等待而变慢）。
 - M ≤ ``SMALL_M``（生成时 M = 1）走 numba 内核：按输出行 N 切给各线程，每行的权重只读一次；
   M 更大（预填充 prefill）时计算量成了主要矛盾，改为把权重一块块（``BLOCK_ROWS`` 行）转成 float32，
   交给 BLAS 的矩阵乘——临时内存只有一块。
@@ -147,6 +149,28 @@ def _bf16_rows_par(out, x, w, nt):
         _bf16_rows(out, x, w, c * n // parts, (c + 1) * n // parts)
 
 
+@njit(cache=True, fastmath=True, nogil=True)
+def _f32_rows(out, x, w, lo, hi):
+    """串行计算输出的第 [lo, hi) 列（float32 权重）。"""
+    m_rows, k = x.shape
+    for n in range(lo, hi):
+        wrow = w[n]
+        for m in range(m_rows):
+            xrow = x[m]
+            acc = np.float32(0.0)
+            for i in range(k):
+                acc += xrow[i] * wrow[i]
+            out[m, n] = acc
+
+
+@njit(parallel=True, cache=True)
+def _f32_rows_par(out, x, w, nt):
+    n = w.shape[0]
+    parts = max(1, min(nt, n))
+    for c in prange(parts):
+        _f32_rows(out, x, w, c * n // parts, (c + 1) * n // parts)
+
+
 # ---------------------------------------------------------------------------
 # 公开函数
 # ---------------------------------------------------------------------------
@@ -197,4 +221,18 @@ def bf16_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
             np.matmul(x, bf16_rows_to_float32(w, lo, hi).T, out=out[:, lo:hi])
         return out
     run_split(_bf16_rows, _bf16_rows_par, n, out, x, w, work=n * k, min_work=_PAR_MIN)
+    return out
+
+
+def f32_matvec(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """y = x @ w.T，w (N, K) float32、C 连续；M 大于 SMALL_M 或 NumPy 后端时直接用 BLAS。"""
+    if w.dtype != np.float32 or w.ndim != 2 or not w.flags.c_contiguous:
+        raise ValueError(f"权重应为 C 连续的 float32 (N, K)，收到 {w.dtype}{w.shape}")
+    n, k = w.shape
+    x = _as_x(x, k)
+    m = x.shape[0]
+    if not use_numba() or m > SMALL_M:
+        return x @ w.T
+    out = np.empty((m, n), np.float32)
+    run_split(_f32_rows, _f32_rows_par, n, out, x, w, work=n * k, min_work=_PAR_MIN)
     return out
