@@ -16,7 +16,7 @@ def download_qwen3(repo_id: str = DEFAULT_REPO, revision: str | None = None, cac
     """下载（或从缓存取出）一个 Qwen3 模型目录，返回本地路径。分片的权重按索引逐个下载。"""
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     except ImportError:
         raise ModuleNotFoundError("下载 Qwen3 需要 huggingface_hub：pip install huggingface_hub") from None
     import json
@@ -24,10 +24,15 @@ def download_qwen3(repo_id: str = DEFAULT_REPO, revision: str | None = None, cac
     def get(name: str, required: bool = True) -> Path | None:
         try:
             return Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir))
-        except EntryNotFoundError:
-            if required:
-                raise
-            return None
+        except EntryNotFoundError as e:
+            if not required:
+                return None
+            if isinstance(e, LocalEntryNotFoundError):
+                raise FileNotFoundError(
+                    f"取不到 {repo_id} 的 {name}：本地的 Hugging Face 缓存里没有它，而且无法联网下载"
+                    "（设置了 HF_HUB_OFFLINE=1，或网络不通；国内可设置 HF_ENDPOINT 使用镜像）"
+                ) from None
+            raise FileNotFoundError(f"Hugging Face 仓库 {repo_id} 里没有文件 {name}") from None
 
     for name in FILES:
         get(name, required=name in ("config.json", "tokenizer.json"))
