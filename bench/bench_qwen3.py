@@ -166,8 +166,13 @@ def main() -> None:
                   f"预填充 ×{res['prefill_tok_s'] / base['prefill_tok_s']:.2f}")
     print("JSON " + json.dumps(results))
     if args.save:
-        record = {"command": "python bench/bench_qwen3.py " + " ".join(a for a in sys.argv[1:] if not
-                                                                        a.startswith("--save")),
+        argv, skip = [], False
+        for a in sys.argv[1:]:  # 记录的命令里去掉 --save 与它的值
+            if skip or a.startswith("--save"):
+                skip = a == "--save" and not skip
+                continue
+            argv.append(a)
+        record = {"command": " ".join(["python bench/bench_qwen3.py", *argv]),
                   "machine": f"{platform.processor() or platform.machine()}，{os.cpu_count()} 核",
                   "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "prompt": args.prompt,
                   "decode": args.decode, "results": results}

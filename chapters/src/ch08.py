@@ -614,24 +614,26 @@ for scheme in ("fp32", "bf16", "int8"):
 
 # %% [markdown]
 # 完整的 Qwen3-0.6B 结构（随机权重，bf16 存盘）由 `bench/bench_qwen3.py` 测量，与 transformers eager 放在同一次运行里比较，
-# 每个引擎一个子进程（峰值内存互不影响），2 个线程、批大小 1、预填充 512 个词元后解码。结果存在
-# `docs/results/bench-qwen3.json`，这里读出来。注意记录里的说明：那次运行时 2 核的机器正被别的任务占满，
-# 多线程 BLAS 的矩阵-向量乘（transformers 与我们的 fp32 都靠它）在争用下慢得反常，所以 fp32 的绝对数字和
-# “int8 是 fp32 的多少倍”都不能当作空闲机器上的结论；在你自己的电脑上运行这条命令，看同一次运行里的比值。
+# 每个引擎一个子进程（峰值内存互不影响），批大小 1、预填充 512 个词元后解码 32 个；2 个线程与 1 个线程各测一次。
+# 结果存在 `docs/results/bench-qwen3*.json`，这里读出来。注意记录里的说明：那两次运行时 2 核的机器正被别的任务占满，
+# 多线程 BLAS 的矩阵-向量乘（transformers 的解码靠它）在争用下慢得反常，2 线程下的倍数因此被放大；
+# 单线程那次没有线程之间的互相等待，比值更接近实现本身的差别。在你自己的电脑上运行这条命令，看同一次运行里的比值。
 
 # %%
-bench_file = ROOT / "docs" / "results" / "bench-qwen3.json"
-if bench_file.is_file():
+for name in ("bench-qwen3.json", "bench-qwen3-1thread.json"):
+    bench_file = ROOT / "docs" / "results" / name
+    if not bench_file.is_file():
+        print(f"没有 {name}：运行 python bench/bench_qwen3.py --save docs/results/{name}")
+        continue
     bench = json.loads(bench_file.read_text(encoding="utf-8"))
-    print("命令：", bench["command"], "｜", bench["machine"], "｜", bench["date"])
+    print(f"命令：{bench['command']}｜{bench['machine']}｜{bench['date']}｜{bench['threads']} 个线程")
     print("说明：", bench.get("note", ""))
     base = bench["results"].get("hf-fp32")
     for eng, r_ in bench["results"].items():
         ratio = f"（×{r_['decode_tok_s'] / base['decode_tok_s']:.2f}）" if base else ""
-        print(f"  {eng:11s} 解码 {r_['decode_tok_s']:5.2f} 词元/秒{ratio}  预填充 {r_['prefill_tok_s']:6.1f} 词元/秒  "
+        print(f"  {eng:11s} 解码 {r_['decode_tok_s']:5.2f} 词元/秒{ratio:9s} 预填充 {r_['prefill_tok_s']:6.1f} 词元/秒  "
               f"峰值内存 {r_['peak_rss_mb']:6.0f} MB")
-else:
-    print("还没有基准结果：运行 python bench/bench_qwen3.py --save docs/results/bench-qwen3.json")
+    print()
 
 # %% [markdown]
 # ## 8.12 练习
