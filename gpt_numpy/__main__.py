@@ -60,10 +60,17 @@ def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> floa
     return total / max(n, 1)
 
 
+def _load_qwen3(directory: Path, scheme: str | None) -> Any:
+    from .qwen3 import load_qwen3
+
+    return load_qwen3(directory, scheme or "int8")
+
+
 TRACK = Track(
     name="gpt_numpy", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss,
     excluded_fields=("device", "compile", "amp"),
     excluded_hint="：NumPy 轨道只在 CPU 上运行；要用 GPU 请改用 python -m gpt_torch",
+    load_qwen3=_load_qwen3,
 )
 
 

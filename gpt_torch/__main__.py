@@ -63,9 +63,16 @@ def _check_train(tcfg: TrainConfig) -> None:
     resolve_device(tcfg.device)
 
 
+def _load_qwen3(directory: Path, scheme: str | None) -> Any:
+    from .qwen3 import load_qwen3
+
+    return load_qwen3(directory, scheme)
+
+
 TRACK = Track(
     name="gpt_torch", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss, extra_help=EXTRA_HELP,
     check_train=_check_train,
+    load_qwen3=_load_qwen3,
 )
 
 

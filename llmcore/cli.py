@@ -63,6 +63,8 @@ class Track:
     excluded_hint: str = ""
     # 训练开始前、准备数据之前的轨道专属检查（如设备是否存在）；不合法时抛出 LLMError
     check_train: Callable[[TrainConfig], None] | None = None
+    # load_qwen3(目录, 权重格式或 None) -> 有 step/new_cache 的 Qwen3 模型（chat 命令用）
+    load_qwen3: Callable[[Path, str | None], Any] | None = None
 
 
 def _train_help(track: Track) -> str:
@@ -459,6 +461,12 @@ def cmd_serve(argv: list[str], track: Track) -> int:
     return serve(argv, track)
 
 
+def cmd_chat(argv: list[str], track: Track) -> int:
+    from .qwen3.chat_cli import run_chat
+
+    return run_chat(argv, track.name, track.load_qwen3)
+
+
 EXIT_HELP = """
 退出码：0 成功；1 内部错误；2 参数错误；3 训练发散；4 数据错误；5 分词器错误；6 检查点错误；
 7 下载错误；8 设备错误；9 输出目录错误（不可写、被占用、已有旧的运行）；130 Ctrl-C；143 SIGTERM。
@@ -472,6 +480,7 @@ HELP = """用法：python -m {name} <命令> [参数]
   generate   用检查点生成文本
   eval       计算损失与困惑度
   serve      启动 OpenAI 兼容的服务器与聊天页面（需要 pip install -e ".[serve]"）
+  chat       与 Qwen3 多轮对话（流式输出，/reset 清空，Ctrl-C 停止当前回复）
 
 每个命令加 --help 查看详细参数。
 """ + EXIT_HELP
@@ -508,7 +517,7 @@ def main(argv: list[str] | None, track: Track) -> int:
         print(HELP.format(name=track.name))
         return 0 if argv else EXIT_USAGE
     cmd, rest = argv[0], argv[1:]
-    commands = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve}
+    commands = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "chat": cmd_chat}
     if cmd not in commands:
         print(f"参数错误：未知命令 {cmd!r}；可用命令：{', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE

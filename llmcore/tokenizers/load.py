@@ -16,8 +16,12 @@ TOKENIZER_TYPES: dict[str, type[Tokenizer]] = {
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
-    """加载 `Tokenizer.save` 写出的 JSON 文件。"""
+    """加载 `Tokenizer.save` 写出的 JSON 文件，或 Hugging Face 的 tokenizer.json。"""
     data = read_json(Path(path))
+    if "type" not in data and "model" in data and "added_tokens" in data:  # Hugging Face 的 tokenizer.json
+        from .hf_json import HFJsonTokenizer
+
+        return HFJsonTokenizer(data, str(path))
     kind = data.get("type")
     cls = TOKENIZER_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:

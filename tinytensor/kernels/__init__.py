@@ -18,6 +18,7 @@
 ``adamw.py``                adamw_step / adam_step（原地，与 torch.optim 逐步一致）
 ``attention.py``            attention_fwd / attention_bwd（因果分块的 BLAS 矩阵乘 + 融合的因果 softmax）
 ``threads.py``              线程：调优打开时 BLAS 单线程，矩阵乘 / 注意力 / 输出层由我们切给几个线程
+``int8_matmul.py``          仅权重量化的矩阵乘：int8（按组缩放）与 bf16 权重，生成时直接读紧凑权重
 ``_vmath.py``               可向量化的 exp/tanh 与按行归约（内核内部使用）
 =========================  ============================================================
 """
