@@ -126,4 +126,4 @@ def test_chat_command(model_dir, track):
     assert r.stdout.count("Qwen：") == 2 and "对话已清空" in r.stderr
     bad = subprocess.run([sys.executable, "-m", track, "chat", "--model=./没有这个目录"], input="", capture_output=True,
                          text=True, timeout=60, env=env)
-    assert bad.returncode == 1 and "不是模型目录" in bad.stderr
+    assert bad.returncode == 6 and "不是模型目录" in bad.stderr  # 6：检查点错误

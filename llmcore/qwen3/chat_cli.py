@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import CheckpointError
+from ..errors import TokenizerError, UsageError
 from .generate import ChatSession, SamplingConfig
 from .hub import DEFAULT_REPO
 
@@ -25,7 +27,7 @@ def _resolve_model(spec: str) -> Path:
     if p.is_dir():
         return p
     if p.exists() or spec.startswith((".", "/")) or spec.count("/") != 1:
-        raise FileNotFoundError(f"{spec} 不是模型目录，也不像 Hugging Face 仓库名（形如 Qwen/Qwen3-0.6B）")
+        raise CheckpointError(f"{spec} 不是模型目录，也不像 Hugging Face 仓库名（形如 Qwen/Qwen3-0.6B）")
     from .hub import download_qwen3
 
     print(f"从 Hugging Face 获取 {spec}（已下载过的直接用缓存；国内可设置 HF_ENDPOINT 镜像）……", file=sys.stderr)
@@ -55,8 +57,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 def run_chat(argv: list[str], track_name: str, load: Callable[[Path, str | None], Any] | None) -> int:
     args = build_parser(f"python -m {track_name} chat").parse_args(argv)
     if load is None:
-        print(f"{track_name} 没有提供 Qwen3 模型", file=sys.stderr)
-        return 1
+        raise UsageError(f"{track_name} 没有提供 Qwen3 模型")
     think = not args.no_think
     cfg = SamplingConfig(
         temperature=args.temperature if args.temperature is not None else (0.6 if think else 0.7),
@@ -67,14 +68,25 @@ def run_chat(argv: list[str], track_name: str, load: Callable[[Path, str | None]
         stop_strings=tuple(args.stop),
         seed=args.seed,
     )
-    cfg.check()
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     from ..tokenizers.hf_json import HFJsonTokenizer
 
     directory = _resolve_model(args.model)
-    tokenizer = HFJsonTokenizer.from_file(directory / "tokenizer.json")
-    model = load(directory, args.quant)
+    try:
+        tokenizer = HFJsonTokenizer.from_file(directory / "tokenizer.json")
+    except (OSError, ValueError, KeyError) as e:
+        raise TokenizerError(f"读不了 {directory / 'tokenizer.json'}：{e}") from None
+    try:
+        model = load(directory, args.quant)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"读不了 {directory} 里的 Qwen3 模型：{e}") from None
     if tokenizer.vocab_size > model.cfg.vocab_size:
-        raise ValueError(f"分词器的词表（{tokenizer.vocab_size}）比模型的词表（{model.cfg.vocab_size}）大，两者不配套")
+        raise TokenizerError(
+            f"分词器的词表（{tokenizer.vocab_size}）比模型的词表（{model.cfg.vocab_size}）大，两者不配套"
+        )
     cache = model.new_cache(1, min(args.max_context, model.cfg.max_position_embeddings))
     session = ChatSession(model.step, cache, tokenizer, system=args.system, enable_thinking=think,
                           on_overflow=args.on_overflow)
