@@ -178,6 +178,9 @@ print(split_words(zh_sentence))
 
 # %%
 # 章内实现
+from collections import Counter
+
+
 class SimpleCharTokenizer:
     """字符级分词器：id 0、1 是特殊词元，其余按出现次数降序；生字编码为 <|unk|>。"""
 
