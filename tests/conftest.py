@@ -16,6 +16,8 @@ def _tinytensor_global_state():
     import tinytensor as tt
 
     yield
+    if tt.tuning.is_enabled():  # 在进程内跑 gpt_numpy 命令行的测试会打开 CPU 调优（本来就该打开），结束后撤销
+        tt.tuning.disable()
     leaked = []
     if not tt.is_grad_enabled():
         tt.set_grad_enabled(True)
