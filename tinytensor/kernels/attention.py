@@ -44,7 +44,7 @@ from . import backend, threads
 from ._checks import float_array, float_like
 from ._vmath import row_dot, row_max, row_sum, vexp
 from .backend import njit, use_numba
-from .softmax import softmax_fwd_numpy
+from .softmax import softmax_bwd_numpy, softmax_fwd_numpy
 
 # 分数矩阵的元素个数低于阈值时在调用者线程里一次做完，否则按前导第 0 维切给多个线程（threads.py）；
 # 每个头的运算相同，两条路径逐位相同（tests/test_kernels.py 检查）。
@@ -101,8 +101,7 @@ def attention_bwd_numpy(
     dp = np.matmul(g, _t(v))
     if dmask is not None:
         dp *= dmask
-    d = (dp * probs).sum(axis=-1, keepdims=True, dtype=np.float64).astype(q.dtype)
-    ds = probs * (dp - d)
+    ds = softmax_bwd_numpy(dp, probs)  # dS = P ⊙ (dP − Σ dP⊙P)
     ds *= dt(scale)
     return np.matmul(ds, k), np.matmul(_t(ds), q), dv
 
