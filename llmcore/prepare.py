@@ -37,9 +37,13 @@ def load_texts(tcfg: TrainConfig) -> tuple[str, str]:
         return load_default_corpus()
     if tcfg.data == "verdict":
         return split_text(load_the_verdict(), tcfg.val_fraction)
+    if tcfg.data == "base-zh":
+        from .datasets.base_zh import load_base_zh_corpus
+
+        return load_base_zh_corpus()
     p = Path(tcfg.data)
     if not p.is_file():
-        raise FileNotFoundError(f"找不到训练数据 {tcfg.data!r}：请用 default、verdict 或一个文本文件的路径")
+        raise FileNotFoundError(f"找不到训练数据 {tcfg.data!r}：请用 default、verdict、base-zh 或一个文本文件的路径")
     return split_text(p.read_text(encoding="utf-8"), tcfg.val_fraction)
 
 
@@ -61,7 +65,7 @@ def build_tokenizer(tcfg: TrainConfig, train_text: str) -> Any:
 def _fingerprint(tcfg: TrainConfig, tokenizer_file: Path) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"data": tcfg.data, "val_fraction": tcfg.val_fraction}).encode())
-    if tcfg.data not in ("default", "verdict"):
+    if tcfg.data not in ("default", "verdict", "base-zh"):
         st = Path(tcfg.data).stat()
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(tokenizer_file.read_bytes())
