@@ -34,6 +34,12 @@ def _stream(model: Any, ids: np.ndarray, n: int, temperature: float, top_k: Any,
     return stream_generate(model, ids, n, temperature, top_k, top_p, eos, seed, use_cache)
 
 
+def _classifier() -> Any:
+    from . import classifier
+
+    return classifier
+
+
 def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
     import tinytensor as tt
     from tinytensor.nn import functional as F
@@ -47,7 +53,8 @@ def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> floa
     return total / max(n, 1)
 
 
-TRACK = Track(name="gpt_numpy", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss)
+TRACK = Track(name="gpt_numpy", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss,
+              classifier=_classifier)
 
 
 def main(argv: list[str] | None = None) -> int:

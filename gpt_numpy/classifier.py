@@ -109,10 +109,15 @@ class ClassifierBackend:
         self.opt.step()
         return float(loss.item())
 
-    def predict(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        self.model.eval()
+    @staticmethod
+    def predict_with(model: GPTModel, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """不训练时的预测（命令行 classify 用）：logits (B, K)，float64。"""
+        model.eval()
         with tt.no_grad():
-            return class_logits(self.model, ids, lengths).data.astype(np.float64)
+            return class_logits(model, ids, lengths).data.astype(np.float64)
+
+    def predict(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self.predict_with(self.model, ids, lengths)
 
     def num_parameters(self) -> tuple[int, int]:
         return lora.count_parameters(self.model)

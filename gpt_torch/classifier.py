@@ -76,7 +76,9 @@ def build_classifier(cfg: GPTConfig, base_state: dict[str, np.ndarray] | None, n
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         base_state = init_arrays(shapes, cfg, seed, "gpt2", dtype)
     model.load_arrays(base_state)
-    model.to(device)
+    from .train import resolve_device
+
+    model.to(resolve_device(device))
     to_classifier(model, num_classes, seed)
     if mode == "lora":
         lora.replace_linear_with_lora(model, lora_rank, lora_alpha, lora_targets, seed + 1)
@@ -112,10 +114,15 @@ class ClassifierBackend:
         self.opt.step()
         return float(loss.item())
 
-    def predict(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        self.model.eval()
+    @staticmethod
+    def predict_with(model: GPTModel, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """不训练时的预测（命令行 classify 用）：logits (B, K)，float64。"""
+        model.eval()
         with torch.no_grad():
-            return class_logits(self.model, ids, lengths).double().cpu().numpy()
+            return class_logits(model, ids, lengths).double().cpu().numpy()
+
+    def predict(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self.predict_with(self.model, ids, lengths)
 
     def num_parameters(self) -> tuple[int, int]:
         return lora.count_parameters(self.model)

@@ -40,6 +40,7 @@ class Track:
     stream: Callable[..., Iterator[np.ndarray]]
     eval_loss: Callable[[Any, list[tuple[np.ndarray, np.ndarray]]], float]
     extra_help: str = ""
+    classifier: Callable[[], Any] | None = None  # 返回本轨道的分类模块（finetune-cls / classify 用）
 
 
 def _train_help(track: Track) -> str:
@@ -240,6 +241,8 @@ HELP = """用法：python -m {name} <命令> [参数]
   train      训练（默认配置无需参数、无需联网）
   generate   用检查点生成文本
   eval       计算损失与困惑度
+  finetune-cls  分类微调（第 6 章；--mode=lora 即附录 E 的 LoRA）
+  classify   用分类检查点判断文本的类别
 
 每个命令加 --help 查看详细参数。
 """
@@ -252,6 +255,11 @@ def main(argv: list[str] | None, track: Track) -> int:
         return 0 if argv else EXIT_USAGE
     cmd, rest = argv[0], argv[1:]
     commands = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval}
+    if track.classifier is not None:  # 分类微调的两个命令（实现在 llmcore/finetune/cls_cli.py）
+        from .finetune import cls_cli
+
+        commands["finetune-cls"] = lambda a, t: cls_cli.cmd_finetune_cls(a, t.name, t.classifier())
+        commands["classify"] = lambda a, t: cls_cli.cmd_classify(a, t.name, t.classifier())
     if cmd not in commands:
         print(f"未知命令 {cmd!r}；可用命令：{', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE
