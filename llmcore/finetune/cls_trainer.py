@@ -189,7 +189,9 @@ def run(ccfg: ClsConfig, track_module: Any, track_name: str, log: Any = None) ->
         metrics.close()
         if bar is not None:
             bar.close()
-    res = {split: evaluate(backend, enc[split], ccfg.batch_size) for split in ("train", "val", "test")}
+    # 训练集只看前 2000 条（够看出是否过拟合，省时间）；验证集与测试集用全部
+    res = {split: evaluate(backend, enc[split], ccfg.batch_size, 2000 if split == "train" else 0)
+           for split in ("train", "val", "test")}
     result = {
         "track": track_name, "mode": ccfg.mode, "from_scratch": ccfg.from_scratch, "data": ccfg.data,
         "base": str(find_base_checkpoint(ccfg.ckpt)), "steps": step, "epochs": step / steps_per_epoch,
