@@ -157,7 +157,7 @@ def run(ccfg: ClsConfig, track_module: Any, track_name: str, log: Any = None) ->
     trainable, total = backend.num_parameters()
     print(f"{track_name}：{ccfg.mode} 方式，可训练参数 {trainable:,} / {total:,}；"
           f"训练 {len(enc['train'])} 条，验证 {len(enc['val'])} 条，测试 {len(enc['test'])} 条，"
-          f"截断到 {max_len} 个词元（截断了 {enc['train'].truncated} 条训练样本）", file=log)
+          f"截断到 {max_len} 个词元（全部训练样本中有 {enc['train'].truncated} 条被截断）", file=log)
     steps_per_epoch = -(-len(enc["train"]) // ccfg.batch_size)
     total_steps = ccfg.max_steps or steps_per_epoch * ccfg.epochs
     rng = np.random.default_rng(ccfg.seed)
