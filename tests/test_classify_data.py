@@ -131,3 +131,27 @@ def test_wilson_interval():
     assert lo < 0.8 < hi and hi - lo == pytest.approx(0.154, abs=0.005)
     assert cd.wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
     assert np.isfinite(cd.wilson_interval(10, 10)).all()
+
+
+def test_finetune_layer_imports_no_engine():
+    """llmcore.finetune 不导入任何引擎；gpt_torch 的分类与 LoRA 不导入 tinytensor/numba/gpt_numpy。"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys\n"
+        "import llmcore.finetune.classify_data, llmcore.finetune.cls_trainer, llmcore.finetune.lora_io\n"
+        "import llmcore.finetune.baselines, llmcore.finetune.results, llmcore.finetune.cls_cli\n"
+        "import llmcore.datasets.base_zh\n"
+        "print(sorted({'torch', 'numba', 'tinytensor'} & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
+    code = (
+        "import sys\nimport gpt_torch.classifier, gpt_torch.lora\n"
+        "print(sorted({'numba', 'tinytensor', 'gpt_numpy'} & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
