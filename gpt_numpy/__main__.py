@@ -47,6 +47,12 @@ def _stream(model: Any, ids: np.ndarray, n: int, temperature: float, top_k: Any,
     return stream_generate(model, ids, n, temperature, top_k, top_p, eos, seed, use_cache)
 
 
+def _classifier() -> Any:
+    from . import classifier
+
+    return classifier
+
+
 def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
     import tinytensor as tt
     from tinytensor.nn import functional as F
@@ -71,6 +77,7 @@ TRACK = Track(
     excluded_fields=("device", "compile", "amp"),
     excluded_hint="：NumPy 轨道只在 CPU 上运行；要用 GPU 请改用 python -m gpt_torch",
     load_qwen3=_load_qwen3,
+    classifier=_classifier,
 )
 
 

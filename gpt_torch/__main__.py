@@ -41,6 +41,12 @@ def _stream(model: Any, ids: np.ndarray, n: int, temperature: float, top_k: Any,
     return stream_generate(model, ids, n, temperature, top_k, top_p, eos, seed, use_cache)
 
 
+def _classifier() -> Any:
+    from . import classifier
+
+    return classifier
+
+
 def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
     import torch
     from torch.nn import functional as F
@@ -73,6 +79,7 @@ TRACK = Track(
     name="gpt_torch", train=_train, load_model=_load_model, stream=_stream, eval_loss=_eval_loss, extra_help=EXTRA_HELP,
     check_train=_check_train,
     load_qwen3=_load_qwen3,
+    classifier=_classifier,
 )
 
 

@@ -65,6 +65,7 @@ class Track:
     check_train: Callable[[TrainConfig], None] | None = None
     # load_qwen3(目录, 权重格式或 None) -> 有 step/new_cache 的 Qwen3 模型（chat 命令用）
     load_qwen3: Callable[[Path, str | None], Any] | None = None
+    classifier: Callable[[], Any] | None = None  # 返回本轨道的分类模块（finetune-cls / classify 用）
 
 
 def _train_help(track: Track) -> str:
@@ -481,6 +482,8 @@ HELP = """用法：python -m {name} <命令> [参数]
   eval       计算损失与困惑度
   serve      启动 OpenAI 兼容的服务器与聊天页面（需要 pip install -e ".[serve]"）
   chat       与 Qwen3 多轮对话（流式输出，/reset 清空，Ctrl-C 停止当前回复）
+  finetune-cls  分类微调（第 6 章；--mode=lora 即附录 E 的 LoRA）
+  classify   用分类检查点判断文本的类别
 
 每个命令加 --help 查看详细参数。
 """ + EXIT_HELP
@@ -517,7 +520,15 @@ def main(argv: list[str] | None, track: Track) -> int:
         print(HELP.format(name=track.name))
         return 0 if argv else EXIT_USAGE
     cmd, rest = argv[0], argv[1:]
-    commands = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "chat": cmd_chat}
+    commands: dict[str, Callable[[list[str], Track], int]] = {
+        "train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "chat": cmd_chat,
+    }
+    classifier = track.classifier
+    if classifier is not None:  # 分类微调的两个命令（实现在 llmcore/finetune/cls_cli.py）
+        from .finetune import cls_cli
+
+        commands["finetune-cls"] = lambda a, t: cls_cli.cmd_finetune_cls(a, t.name, classifier())
+        commands["classify"] = lambda a, t: cls_cli.cmd_classify(a, t.name, classifier())
     if cmd not in commands:
         print(f"参数错误：未知命令 {cmd!r}；可用命令：{', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE

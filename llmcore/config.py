@@ -93,7 +93,8 @@ class TrainConfig:
     """训练超参数（两条轨道共用）。命令行用 ``--key=value`` 覆盖任意字段，GPTConfig 的字段也可以。"""
 
     # 数据与分词
-    data: str = "default"  # default（人民日报 1998-01）| verdict（原书的短篇小说）| 文本文件路径
+    # default（人民日报 1998-01）| verdict（原书的短篇小说）| base-zh（人民日报 + 评论训练划分）| 文本文件路径
+    data: str = "default"
     tokenizer: str = "char"  # char | bpe | gpt2 | 已保存的分词器 JSON 路径
     bpe_vocab_size: int = 8000  # tokenizer=bpe 时训练的词表大小
     val_fraction: float = 0.1  # 自定义文本 / verdict：最后这一比例的字符作验证集
@@ -212,6 +213,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         weight_decay=0.1, decay_all=True, beta1=0.9, beta2=0.999, grad_clip=0.0, eval_interval=5,
         eval_batches=5, seed=123, sample_prompt="Every effort moves you", sample_tokens=50,
         sample_temperature=0.0, val_fraction=0.1, out_dir="runs/book-verdict",
+    ),
+    # 第 6、7 章与附录 E 的中文基座模型：small 结构（6 层、6 头、384 维、上下文 256），在人民日报语料
+    # 与评论的训练划分上训练的中文 BPE（8000 词），批 8 × 256 词元，3000 步；2 核 CPU 上约 1 小时。
+    # 测试划分的评论不进预训练语料（见 llmcore/datasets/base_zh.py）。
+    "base-zh": dict(
+        data="base-zh", tokenizer="bpe", bpe_vocab_size=8000, preset="small", batch_size=8, max_steps=3000,
+        lr=1e-3, min_lr=1e-4, warmup_steps=200, eval_interval=250, eval_batches=20, sample_prompt="这家酒店",
+        out_dir="runs/base-zh",
     ),
 }
 

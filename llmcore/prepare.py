@@ -32,7 +32,7 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-BUILTIN_DATA = ("default", "verdict")
+BUILTIN_DATA = ("default", "verdict", "base-zh")
 BUILTIN_TOKENIZERS = ("char", "bpe", "gpt2")
 
 
@@ -43,7 +43,7 @@ def check_data_source(data: str) -> Path | None:
     p = Path(data)
     if not p.is_file():
         what = "是一个目录" if p.is_dir() else "不存在"
-        raise DataError(f"训练数据 {data!r} {what}：--data 请用 default、verdict 或一个 UTF-8 文本文件的路径")
+        raise DataError(f"训练数据 {data!r} {what}：--data 请用 default、verdict、base-zh 或一个 UTF-8 文本文件的路径")
     try:
         with open(p, "rb") as f:
             head = f.read(1 << 16)
@@ -77,6 +77,10 @@ def load_texts(tcfg: TrainConfig) -> tuple[str, str]:
         return load_default_corpus()
     if tcfg.data == "verdict":
         return split_text(load_the_verdict(), tcfg.val_fraction)
+    if tcfg.data == "base-zh":
+        from .datasets.base_zh import load_base_zh_corpus
+
+        return load_base_zh_corpus()
     return split_text(read_text_file(tcfg.data), tcfg.val_fraction)
 
 
@@ -120,7 +124,7 @@ def build_tokenizer(tcfg: TrainConfig, train_text: str) -> Any:
 def _fingerprint(tcfg: TrainConfig, tokenizer_file: Path) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"data": tcfg.data, "val_fraction": tcfg.val_fraction}).encode())
-    if tcfg.data not in ("default", "verdict"):
+    if tcfg.data not in ("default", "verdict", "base-zh"):
         st = Path(tcfg.data).stat()
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(tokenizer_file.read_bytes())
