@@ -549,7 +549,9 @@ def test_traceback_only_with_debug_switch(tmp_path: Path) -> None:
 @pytest.mark.parametrize("track", TRACKS)
 def test_ctrl_c_during_generation_is_one_line(track: str, trained: dict[str, Path], tmp_path: Path) -> None:
     out = fresh_copy(trained, track, tmp_path)
-    p = _popen(["-m", track, "generate", f"--ckpt={out}", "--max-new-tokens=1000000", "--no-cache"])
+    # 很多段、每段很长：即使模型很快生成了文本结束符，生成也不会在 Ctrl-C 到达之前自己结束
+    p = _popen(["-m", track, "generate", f"--ckpt={out}", "--max-new-tokens=1000000", "--num-samples=100000",
+                "--no-cache"])
     assert p.stdout is not None
     p.stdout.read(8)  # 已经开始输出
     p.send_signal(signal.SIGINT)
