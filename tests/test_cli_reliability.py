@@ -643,16 +643,27 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(corpus: Path, tm
     ref = tmp_path / "ref"
     run_cli("gpt_numpy", train_args(corpus, ref, *common))
     out = tmp_path / "killed"
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        p = _popen(["-m", "gpt_numpy", *train_args(corpus, out, *common)])
-        time.sleep(float(rng.uniform(2.5, 6.0)))  # 启动（导入、编译）之后的任意时刻
-        p.kill()
-        p.communicate(timeout=60)
     from llmcore.train_state import find_checkpoint
 
-    ckpt = find_checkpoint(out)
-    step = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))["step"] if ckpt else 0
+    def saved_step() -> int:
+        try:
+            ckpt = find_checkpoint(out)
+            return json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))["step"] if ckpt else 0
+        except (OSError, ValueError):  # 正好在换名：下一次再看
+            return -1
+
+    # 按训练进度（而不是固定秒数）决定何时杀：机器快慢不同，杀的时刻都落在训练中途
+    rng = np.random.default_rng(0)
+    targets = sorted(int(t) for t in rng.choice(np.arange(3, total - 10), size=3, replace=False))
+    for target in targets:
+        p = _popen(["-m", "gpt_numpy", *train_args(corpus, out, *common)])
+        deadline = time.monotonic() + 300
+        while saved_step() < target and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(float(rng.uniform(0.0, 0.3)))  # 到了目标步之后的任意时刻（可能正在写下一个检查点）
+        p.kill()
+        p.communicate(timeout=60)
+    step = saved_step()
     assert step < total, "被杀之前训练已经结束：测不到中途崩溃"
     run_cli("gpt_numpy", train_args(corpus, out, *common))
     assert train_losses(out) == train_losses(ref)

@@ -71,11 +71,11 @@ def test_vocab_mismatch_and_bad_args(tmp_path, base_dir, capsys):
     other = tmp_path / "tok.json"
     CharTokenizer.train("只有几个字").save(other)
     code = run_cli("numpy", ["finetune-cls", f"--ckpt={base_dir}", f"--tokenizer={other}", *QUICK])
-    assert code == 1 and "词表大小" in capsys.readouterr().err
+    assert code == 5 and "词表大小" in capsys.readouterr().err  # 分词器错误
     assert run_cli("numpy", ["finetune-cls", "--mode=all"]) == 2
     assert "mode 只能是" in capsys.readouterr().err
     code = run_cli("numpy", ["finetune-cls", f"--ckpt={tmp_path / 'nothing'}", *QUICK])
-    assert code == 1 and "找不到基座检查点" in capsys.readouterr().err
+    assert code == 6 and "找不到基座检查点" in capsys.readouterr().err  # 检查点错误
 
 
 def test_sms_from_hf_gpt2_weights(tmp_path, monkeypatch, capsys):

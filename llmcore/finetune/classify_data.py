@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..errors import DataError
+
 Example = tuple[str, int]
 
 REVIEW_CLASSES = ("负面", "正面")
@@ -44,7 +46,7 @@ class Splits(NamedTuple):
     test: list[Example]
 
 
-class DataFormatError(ValueError):
+class DataFormatError(DataError):
     """数据文件的格式不对（缺字段、标签未知等）。"""
 
 
@@ -149,7 +151,7 @@ def read_labelled_file(path: str | Path, classes: Sequence[str]) -> list[Example
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"找不到数据文件 {p}")
+        raise DataError(f"找不到数据文件 {p}")
     text = p.read_text(encoding="utf-8")
     return parse_labelled_text(text, classes, kind=p.suffix.lower(), name=str(p))
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..config import apply_overrides, parse_overrides
+from ..errors import TokenizerError
 from . import classify_data as cd
 from .cls_trainer import ClsConfig, run
 
@@ -62,7 +63,7 @@ def cmd_classify(argv: list[str], track_name: str, track_module: Any) -> int:
     model, meta = track_module.load_classifier(ckpt)
     tok_file = ckpt / "tokenizer.json"
     if not tok_file.is_file():
-        raise FileNotFoundError(f"分类检查点 {ckpt} 旁边没有 tokenizer.json")
+        raise TokenizerError(f"分类检查点 {ckpt} 旁边没有 tokenizer.json：请用 finetune-cls 写出的完整目录")
     tokenizer = load_tokenizer(tok_file)
     classes = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
     enc = cd.encode_examples([(t, 0) for t in args.text], tokenizer, int(meta.get("max_length", 128)),

@@ -21,6 +21,8 @@ import numpy as np
 
 from ..checkpoint import CheckpointError, atomic_write_json, load_model_state, read_config
 from ..config import GPTConfig
+from ..errors import TokenizerError
+from ..trainer import TrainingDiverged
 from . import classify_data as cd
 from .cls_common import TRAIN_MODES
 
@@ -77,7 +79,7 @@ def find_base_checkpoint(path: str | Path) -> Path:
     for name in ("ckpt_best", "ckpt_last"):
         if (base / name / "config.json").is_file():
             return base / name
-    raise FileNotFoundError(
+    raise CheckpointError(
         f"在 {base} 找不到基座检查点（需要 config.json 与 model.safetensors）；"
         "先运行 python -m gpt_numpy train --recipe=base-zh，或用 --ckpt 指定"
     )
@@ -121,10 +123,10 @@ def load_base(ccfg: ClsConfig) -> tuple[GPTConfig, dict[str, np.ndarray] | None,
         cands = [Path(ccfg.tokenizer)] if ccfg.tokenizer else [ckpt / "tokenizer.json", ckpt.parent / "tokenizer.json"]
         tok_file = next((c for c in cands if c.is_file()), None)
         if tok_file is None:
-            raise FileNotFoundError(f"找不到分词器：{[str(c) for c in cands]}")
+            raise TokenizerError(f"找不到分词器：{[str(c) for c in cands]}；用 --tokenizer 指定训练基座时的分词器")
         tokenizer = load_tokenizer(tok_file)
     if tokenizer.vocab_size != cfg.vocab_size:
-        raise ValueError(
+        raise TokenizerError(
             f"分词器 {tok_file} 的词表大小 {tokenizer.vocab_size} 与检查点 {ckpt} 的 vocab_size={cfg.vocab_size} "
             "不一致：请用训练这个检查点时的分词器"
         )
@@ -196,7 +198,7 @@ def run(ccfg: ClsConfig, track_module: Any, track_name: str, log: Any = None) ->
                 step += 1
                 losses.append(loss)
                 if not np.isfinite(loss):
-                    raise FloatingPointError(f"第 {step} 步损失为 {loss}：训练发散，试试更小的 lr")
+                    raise TrainingDiverged(f"第 {step} 步损失为 {loss}：训练发散，试试更小的 lr")
                 metrics.write(json.dumps({"type": "train", "step": step, "loss": loss}) + "\n")
                 if bar is not None:
                     bar.update(1)
