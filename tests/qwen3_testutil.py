@@ -36,3 +36,25 @@ def write_tiny_qwen3(directory: Path, dtype: str = "float32", tie: bool = True, 
     else:
         model.save_pretrained(directory)
     return model
+
+
+def write_qwen_style_tokenizer(path: Path, texts: list[str], vocab_size: int, special: list[str]) -> Any:
+    """用 tokenizers 库训练一个与 Qwen 同格式的小分词器（Qwen 的预切分正则 + 字节级 BPE，
+    再加 <think>、</think> 两个添加词元），存成 path（tokenizer.json），返回 tokenizers 的对象。"""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    from llmcore.tokenizers.hf_json import QWEN_PATTERN
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False, trim_offsets=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.add_tokens(["<think>", "</think>"])
+    tok.save(str(path))
+    return tok

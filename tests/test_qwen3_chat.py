@@ -12,32 +12,20 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from qwen3_testutil import write_tiny_qwen3  # noqa: E402
+from qwen3_testutil import write_qwen_style_tokenizer, write_tiny_qwen3  # noqa: E402
 
 from gpt_numpy.qwen3 import Qwen3Model  # noqa: E402
 from llmcore.qwen3.chat import render_chat, strip_thinking  # noqa: E402
 from llmcore.qwen3.generate import ChatSession, SamplingConfig, apply_repetition_penalty, stream_sample  # noqa: E402
-from llmcore.tokenizers.hf_json import QWEN_PATTERN, HFJsonTokenizer  # noqa: E402
+from llmcore.tokenizers.hf_json import HFJsonTokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """小分词器 + 词表相同大小的随机权重 Qwen3，放在同一个目录（与真实模型目录的布局相同）。"""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
     d = tmp_path_factory.mktemp("qwen3chat")
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False, trim_offsets=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(["你好，我是一个语言模型。Hello there, how are you?"] * 20, trainer)
-    tok.add_tokens(["<think>", "</think>"])
-    tok.save(str(d / "tokenizer.json"))
+    tok = write_qwen_style_tokenizer(d / "tokenizer.json", ["你好，我是一个语言模型。Hello there, how are you?"] * 20,
+                                     320, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     write_tiny_qwen3(d, vocab_size=tok.get_vocab_size(), max_position_embeddings=256, seed=4)
     return d
 

@@ -12,9 +12,11 @@ import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
 
+from qwen3_testutil import write_qwen_style_tokenizer  # noqa: E402
+
 from llmcore.qwen3.chat import render_chat  # noqa: E402
 from llmcore.tokenizers import load_tokenizer  # noqa: E402
-from llmcore.tokenizers.hf_json import QWEN_PATTERN, HFJsonTokenizer  # noqa: E402
+from llmcore.tokenizers.hf_json import HFJsonTokenizer  # noqa: E402
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TRAIN = [
@@ -44,21 +46,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def tok_file(tmp_path_factory):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False, trim_offsets=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(TRAIN * 20, trainer)
-    tok.add_tokens(["<think>", "</think>"])
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok.save(str(path))
+    write_qwen_style_tokenizer(path, TRAIN * 20, 700, SPECIAL)
     return path
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import regex
 
-from .base import SpecialSet, Tokenizer, as_int_list, check_ids, read_json, split_special
+from .base import SpecialSet, Tokenizer, as_int_list, check_ids, read_json
 from .byte_unicode import bytes_to_unicode, unicode_to_bytes
 
 QWEN_PATTERN = (
@@ -156,13 +156,7 @@ class HFJsonTokenizer(Tokenizer):
     def encode(self, text: str, allowed_special: SpecialSet = "all", disallowed_special: SpecialSet = ()) -> list[int]:
         """文本 → id。默认把文本里出现的所有添加词元都切出来（与 tokenizers 库一致）；
         处理不可信的用户输入时可传 allowed_special=() 把它们当普通文本编码。"""
-        out: list[int] = []
-        for piece in split_special(text, self.special_tokens, allowed_special, disallowed_special):
-            if isinstance(piece, int):
-                out.append(piece)
-            elif piece:
-                out.extend(self.encode_ordinary(piece))
-        return out
+        return super().encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
 
     # ---------------------------------------------------------------- 解码
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
