@@ -86,8 +86,8 @@ def score(task: str, prediction: str, reference: str) -> tuple[float, float]:
         ps, rs = entity_set(pred), entity_set(ref)
         return float(ps == rs), _bag_f1(ps, rs)
     if task == "pinyin":
-        ps, rs = pred.lower().rstrip(_TRAIL).split(), ref.lower().split()
-        return float(ps == rs), _bag_f1(ps, rs)
+        psyl, rsyl = pred.lower().rstrip(_TRAIL).split(), ref.lower().split()
+        return float(psyl == rsyl), _bag_f1(psyl, rsyl)
     if task == "t2s":
         return float(pred == ref), _bag_f1(pred, ref)
     pn, rn = " ".join(pred.lower().split()), " ".join(ref.lower().split())
