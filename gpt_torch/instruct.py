@@ -1,0 +1,132 @@
+"""指令微调与 DPO 的 PyTorch 后端：与 gpt_numpy/instruct.py 同接口。
+
+训练循环在 llmcore/finetune/instruct_trainer.py（两条轨道共用）。
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmcore.config import GPTConfig
+from llmcore.finetune.cls_common import decay_names
+from llmcore.finetune.dpo_data import DPOStats
+from llmcore.weight_init import init_arrays
+
+from . import dpo, lora
+from .generate import generate
+from .model import GPTModel
+
+INSTRUCT_MODES = ("full", "lora")
+
+
+def build_instruct_model(cfg: GPTConfig, state: dict[str, np.ndarray] | None, mode: str = "full", seed: int = 123,
+                         lora_rank: int = 8, lora_alpha: float = 16.0, lora_targets: str = "all",
+                         dtype: str = "float32", device: Any = "cpu") -> GPTModel:
+    """与 gpt_numpy.instruct.build_instruct_model 相同：基座（或随机初始化）→（LoRA）。"""
+    if mode not in INSTRUCT_MODES:
+        raise ValueError(f"训练方式 {mode!r} 不支持：应为 {' 或 '.join(INSTRUCT_MODES)}")
+    torch.manual_seed(seed)
+    model = GPTModel(cfg).to(getattr(torch, dtype))
+    if state is None:
+        state = init_arrays({k: tuple(v.shape) for k, v in model.state_dict().items()}, cfg, seed, "gpt2", dtype)
+    model.load_arrays(state)
+    from .train import resolve_device
+
+    model.to(resolve_device(device))
+    if mode == "lora":
+        lora.replace_linear_with_lora(model, lora_rank, lora_alpha, lora_targets, seed + 1)
+    return model
+
+
+def frozen_copy(model: GPTModel) -> GPTModel:
+    """参照模型：同样的权重（LoRA 增量并进副本的权重），eval 模式，参数不要梯度。"""
+    w = model.tok_emb.weight
+    ref = GPTModel(model.cfg).to(dtype=w.dtype, device=w.device)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name, m in lora.lora_modules(model).items():
+        state.pop(f"{name}.lora.A")
+        state.pop(f"{name}.lora.B")
+        lin_w = state.pop(f"{name}.linear.weight")
+        with torch.no_grad():
+            state[f"{name}.weight"] = lin_w + (m.lora.A @ m.lora.B).T * m.lora.scaling
+        if f"{name}.linear.bias" in state:
+            state[f"{name}.bias"] = state.pop(f"{name}.linear.bias")
+    ref.load_state_dict(state)
+    ref.requires_grad_(False)
+    ref.eval()
+    return ref
+
+
+class InstructBackend:
+    """共用训练循环的 PyTorch 后端：sft_step / dpo_step / reference_logprobs / answer。"""
+
+    track = "gpt_torch"
+
+    def __init__(self, model: GPTModel, lr: float = 5e-5, weight_decay: float = 0.1, grad_clip: float = 1.0,
+                 reference: GPTModel | None = None) -> None:
+        self.model, self.reference, self.grad_clip = model, reference, grad_clip
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        decay = decay_names({n: tuple(p.shape) for n, p in named})
+        groups = [
+            {"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+        ]
+        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        self._params = [p for _, p in named]
+
+    def _update(self, loss: torch.Tensor, lr: float) -> None:
+        loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.step()
+
+    def sft_step(self, inputs: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss = dpo.sft_loss(self.model, inputs, targets)
+        self._update(loss, lr)
+        return float(loss.item())
+
+    def sft_eval_loss(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        self.model.eval()
+        with torch.no_grad():
+            return float(dpo.sft_loss(self.model, inputs, targets).item())
+
+    def reference_logprobs(self, batch: dict[str, np.ndarray], average: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.reference is None:
+            raise ValueError("DPO 需要参照模型：InstructBackend(reference=frozen_copy(model))")
+        return dpo.reference_logprobs(self.reference, batch, average)
+
+    def dpo_step(self, batch: dict[str, np.ndarray], ref_logprobs: tuple[Any, Any], beta: float, lr: float,
+                 average: bool = False) -> DPOStats:
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss, stats = dpo.dpo_batch_loss(self.model, None, batch, beta, average, ref_logprobs)
+        self._update(loss, lr)
+        return stats
+
+    def dpo_eval(self, batch: dict[str, np.ndarray], ref_logprobs: tuple[Any, Any], beta: float,
+                 average: bool = False) -> DPOStats:
+        self.model.eval()
+        with torch.no_grad():
+            return dpo.dpo_batch_loss(self.model, None, batch, beta, average, ref_logprobs)[1]
+
+    def answer(self, prompt_ids: list[int], max_new_tokens: int, eos_id: int) -> list[int]:
+        """贪心生成（温度 0）回答的词元，遇到结束词元停止（不含它）。"""
+        device = self.model.tok_emb.weight.device
+        ids = torch.as_tensor([prompt_ids], dtype=torch.long, device=device)
+        with torch.no_grad():
+            new = generate(self.model, ids, max_new_tokens, eos_id=eos_id)[0, len(prompt_ids):].tolist()
+        return new[: new.index(eos_id)] if eos_id in new else new
+
+    def num_parameters(self) -> tuple[int, int]:
+        return lora.count_parameters(self.model)
+
+
+__all__ = ["INSTRUCT_MODES", "InstructBackend", "build_instruct_model", "frozen_copy"]
