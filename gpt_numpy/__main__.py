@@ -53,6 +53,13 @@ def _classifier() -> Any:
     return classifier
 
 
+def _instruct() -> Any:
+    _tune()  # 训练与生成都在这里，打开 CPU 调优
+    from . import instruct
+
+    return instruct
+
+
 def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
     import tinytensor as tt
     from tinytensor.nn import functional as F
@@ -78,6 +85,7 @@ TRACK = Track(
     excluded_hint="：NumPy 轨道只在 CPU 上运行；要用 GPU 请改用 python -m gpt_torch",
     load_qwen3=_load_qwen3,
     classifier=_classifier,
+    instruct=_instruct,
 )
 
 

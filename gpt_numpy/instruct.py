@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,14 @@ def frozen_copy(model: GPTModel) -> GPTModel:
         p.requires_grad = False
     ref.eval()
     return ref
+
+
+def answer(model: GPTModel, prompt_ids: list[int], max_new_tokens: int, eos_id: int) -> list[int]:
+    """贪心生成（温度 0）回答的词元，遇到结束词元停止（不含它）。"""
+    with tt.no_grad():
+        out = generate(model, np.asarray([prompt_ids]), max_new_tokens, eos_id=eos_id)[0, len(prompt_ids):]
+    new = out.tolist()
+    return new[: new.index(eos_id)] if eos_id in new else new
 
 
 class InstructBackend:
@@ -116,13 +125,20 @@ class InstructBackend:
 
     def answer(self, prompt_ids: list[int], max_new_tokens: int, eos_id: int) -> list[int]:
         """贪心生成（温度 0）回答的词元，遇到结束词元停止（不含它）。"""
-        with tt.no_grad():
-            out = generate(self.model, np.asarray([prompt_ids]), max_new_tokens, eos_id=eos_id)[0, len(prompt_ids):]
-        new = out.tolist()
-        return new[: new.index(eos_id)] if eos_id in new else new
+        return answer(self.model, prompt_ids, max_new_tokens, eos_id)
 
     def num_parameters(self) -> tuple[int, int]:
         return lora.count_parameters(self.model)
 
+    def save_adapter(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """只存 LoRA 适配器（A、B），格式见 llmcore/finetune/lora_io.py。"""
+        return lora.save_adapter(self.model, path, extra)
 
-__all__ = ["INSTRUCT_MODES", "InstructBackend", "build_instruct_model", "frozen_copy"]
+    def merged_state(self) -> dict[str, np.ndarray]:
+        """要存进检查点的权重：有 LoRA 时先把增量并回原权重（就地合并，之后模型就是普通 GPT）。"""
+        if lora.lora_modules(self.model):
+            lora.merge_lora(self.model)
+        return self.model.state_arrays()
+
+
+__all__ = ["INSTRUCT_MODES", "InstructBackend", "answer", "build_instruct_model", "frozen_copy"]

@@ -47,6 +47,12 @@ def _classifier() -> Any:
     return classifier
 
 
+def _instruct() -> Any:
+    from . import instruct
+
+    return instruct
+
+
 def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
     import torch
     from torch.nn import functional as F
@@ -80,6 +86,7 @@ TRACK = Track(
     check_train=_check_train,
     load_qwen3=_load_qwen3,
     classifier=_classifier,
+    instruct=_instruct,
 )
 
 

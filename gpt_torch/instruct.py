@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,15 @@ def frozen_copy(model: GPTModel) -> GPTModel:
     ref.requires_grad_(False)
     ref.eval()
     return ref
+
+
+def answer(model: GPTModel, prompt_ids: list[int], max_new_tokens: int, eos_id: int) -> list[int]:
+    """贪心生成（温度 0）回答的词元，遇到结束词元停止（不含它）。"""
+    device = model.tok_emb.weight.device
+    ids = torch.as_tensor([prompt_ids], dtype=torch.long, device=device)
+    with torch.no_grad():
+        new = generate(model, ids, max_new_tokens, eos_id=eos_id)[0, len(prompt_ids):].tolist()
+    return new[: new.index(eos_id)] if eos_id in new else new
 
 
 class InstructBackend:
@@ -119,14 +129,20 @@ class InstructBackend:
 
     def answer(self, prompt_ids: list[int], max_new_tokens: int, eos_id: int) -> list[int]:
         """贪心生成（温度 0）回答的词元，遇到结束词元停止（不含它）。"""
-        device = self.model.tok_emb.weight.device
-        ids = torch.as_tensor([prompt_ids], dtype=torch.long, device=device)
-        with torch.no_grad():
-            new = generate(self.model, ids, max_new_tokens, eos_id=eos_id)[0, len(prompt_ids):].tolist()
-        return new[: new.index(eos_id)] if eos_id in new else new
+        return answer(self.model, prompt_ids, max_new_tokens, eos_id)
 
     def num_parameters(self) -> tuple[int, int]:
         return lora.count_parameters(self.model)
 
+    def save_adapter(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """只存 LoRA 适配器（A、B），格式见 llmcore/finetune/lora_io.py。"""
+        return lora.save_adapter(self.model, path, extra)
 
-__all__ = ["INSTRUCT_MODES", "InstructBackend", "build_instruct_model", "frozen_copy"]
+    def merged_state(self) -> dict[str, np.ndarray]:
+        """要存进检查点的权重：有 LoRA 时先把增量并回原权重（就地合并，之后模型就是普通 GPT）。"""
+        if lora.lora_modules(self.model):
+            lora.merge_lora(self.model)
+        return self.model.state_arrays()
+
+
+__all__ = ["INSTRUCT_MODES", "InstructBackend", "answer", "build_instruct_model", "frozen_copy"]

@@ -213,6 +213,40 @@ def save_model_state(
     return d
 
 
+def save_model_dir(
+    directory: str | Path, state: Mapping[str, np.ndarray], cfg: GPTConfig, extra: dict[str, Any] | None = None,
+    files: Mapping[str, str | Path] | None = None,
+) -> Path:
+    """原子地写出一个完整的检查点目录：权重、配置，再加 files（目录里的文件名 → 源文件，如 tokenizer.json）。
+
+    先写到同级的 ``.NAME.tmp``，清单覆盖其中每个文件；写完后把旧目录（若有）改名为 ``.NAME.old``、新目录就位、
+    再删掉旧的。中途崩溃时要么是旧的完整目录，要么是新的完整目录（换名之间崩溃则留在 ``.NAME.old``）。
+    """
+    import shutil
+
+    final = Path(directory)
+    tmp, old = final.with_name(f".{final.name}.tmp"), final.with_name(f".{final.name}.old")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model_state(tmp, state, cfg, extra, manifest=False)
+    names = [WEIGHTS_NAME, CONFIG_NAME]
+    for name, src in (files or {}).items():
+        if not _PLAIN_NAME.fullmatch(name) or name in (WEIGHTS_NAME, CONFIG_NAME, MANIFEST_NAME):
+            raise ValueError(f"检查点目录里的附加文件名 {name!r} 不合法或与固定文件重名")
+        shutil.copyfile(src, tmp / name)
+        names.append(name)
+    write_manifest(tmp, names)
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
     """读取检查点目录的 config.json（含 "model" 字段）。"""
     p = Path(directory) / CONFIG_NAME

@@ -4,6 +4,7 @@
     python -m gpt_numpy generate [--ckpt DIR] [--prompt 文本] [--max-new-tokens N] ...
     python -m gpt_numpy eval [--ckpt DIR] [--split val]
     python -m gpt_numpy serve [--ckpt DIR] [--host H] [--port P] [--model-name NAME]
+    python -m gpt_numpy generate --ckpt=runs/sft --instruction=指令 [--input=输入]   # 指令微调后的模型
 
 gpt_torch 用同样的参数：python -m gpt_torch train ...
 
@@ -66,6 +67,7 @@ class Track:
     # load_qwen3(目录, 权重格式或 None) -> 有 step/new_cache 的 Qwen3 模型（chat 命令用）
     load_qwen3: Callable[[Path, str | None], Any] | None = None
     classifier: Callable[[], Any] | None = None  # 返回本轨道的分类模块（finetune-cls / classify 用）
+    instruct: Callable[[], Any] | None = None  # 返回本轨道的指令模块（finetune-sft / finetune-dpo / eval-instruct 用）
 
 
 def _train_help(track: Track) -> str:
@@ -208,7 +210,7 @@ def cmd_train(argv: list[str], track: Track) -> int:
 
 
 def find_ckpt(path: str | None, track: Track) -> Path:
-    """--ckpt 可以是检查点目录，也可以是训练输出目录（取其中的 ckpt_best，没有则 ckpt_last）。
+    """--ckpt 可以是检查点目录，也可以是训练输出目录（取其中的 ckpt_best，没有则 ckpt_last；微调的输出目录取 ckpt）。
 
     写检查点时在两次改名之间崩溃会留下 .ckpt_best.old / .ckpt_last.old：这里与续训一样会找到它。
     """
@@ -217,7 +219,7 @@ def find_ckpt(path: str | None, track: Track) -> Path:
     base = Path(path) if path else Path(f"runs/{track.name}")
     if (base / "config.json").is_file():
         return base
-    for name in (BEST, LAST):
+    for name in (BEST, LAST, "ckpt"):  # ckpt：微调命令（finetune-cls / finetune-sft / finetune-dpo）的输出
         found = find_checkpoint(base, name)
         if found is not None:
             if found.name.endswith(".old"):
@@ -338,10 +340,16 @@ def cmd_generate(argv: list[str], track: Track) -> int:
     ap = _Parser(prog=f"python -m {track.name} generate", description="用训练好的检查点生成文本（流式输出）",
                  epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", help=f"检查点目录或训练输出目录（默认 runs/{track.name}）")
-    ap.add_argument("--prompt", default="新华社北京", help="提示词（默认：新华社北京）")
+    ap.add_argument("--prompt", default=None, help="提示词（默认：新华社北京）")
+    ap.add_argument("--instruction", default=None,
+                    help="指令（用于指令微调后的模型）：按第 7 章的模板排成提示，只打印模型的回答；与 --prompt 二选一")
+    ap.add_argument("--input", default=None, help="指令的输入部分（可选，配合 --instruction）")
+    ap.add_argument("--lang", choices=("zh", "en"), default=None,
+                    help="指令模板的语言（默认按检查点记录的，没有则 zh）")
     ap.add_argument("--max-new-tokens", type=_int_min(1), default=200,
                     help="最多生成多少个词元，≥ 1（默认 200）")
-    ap.add_argument("--temperature", type=_float_in(0.0), default=0.8, help="温度，≥ 0，0 为贪心（默认 0.8）")
+    ap.add_argument("--temperature", type=_float_in(0.0), default=None,
+                    help="温度，≥ 0，0 为贪心（默认 0.8；给了 --instruction 时默认 0，与评测相同）")
     ap.add_argument("--top-k", type=_int_min(0), default=40,
                     help="只从概率最高的 k 个词元中抽样，0 表示不限（默认 40）")
     ap.add_argument("--top-p", type=_float_in(0.0, 1.0, lo_open=True), default=None,
@@ -350,21 +358,31 @@ def cmd_generate(argv: list[str], track: Track) -> int:
     ap.add_argument("--no-cache", action="store_true", help="不用 KV 缓存（慢，用于对比）")
     ap.add_argument("--num-samples", type=_int_min(1), default=1, help="生成几段，≥ 1（默认 1）")
     args = ap.parse_args(argv)
+    if args.instruction is not None and args.prompt is not None:
+        raise UsageError("--prompt 与 --instruction 只能给一个（--instruction 会按指令模板自己排出提示）")
+    if args.instruction is None and (args.input is not None or args.lang is not None):
+        raise UsageError("--input 与 --lang 只配合 --instruction 使用")
+    if args.instruction is not None and not args.instruction.strip():
+        raise UsageError("--instruction 不能为空")
     ckpt = find_ckpt(args.ckpt, track)
     tokenizer = load_tokenizer_for(ckpt)
     model = track.load_model(ckpt, TrainConfig())
     check_vocab(tokenizer, model, ckpt)
-    ids = encode_prompt(tokenizer, args.prompt) or [tokenizer.eot_id or 0]
     eos = getattr(tokenizer, "eot_id", None)
+    if args.instruction is not None:
+        return _generate_instruction(args, ckpt, track, model, tokenizer, eos)
+    prompt = "新华社北京" if args.prompt is None else args.prompt
+    temperature = 0.8 if args.temperature is None else args.temperature
+    ids = encode_prompt(tokenizer, prompt) or [tokenizer.eot_id or 0]
     for i in range(args.num_samples):
         seed = None if args.seed is None else args.seed + i
         printer = _StreamPrinter(tokenizer)
-        sys.stdout.write(args.prompt)
+        sys.stdout.write(prompt)
         t0 = time.perf_counter()
         n = 0
         try:
             for tok in track.stream(
-                model, np.asarray([ids]), args.max_new_tokens, args.temperature, args.top_k or None, args.top_p, eos,
+                model, np.asarray([ids]), args.max_new_tokens, temperature, args.top_k or None, args.top_p, eos,
                 seed, not args.no_cache,
             ):
                 printer.push(int(tok[0]))
@@ -376,6 +394,35 @@ def cmd_generate(argv: list[str], track: Track) -> int:
         printer.finish()
         dt = time.perf_counter() - t0
         print(f"[{n} 个词元，{n / max(dt, 1e-9):.1f} 词元/秒]", file=sys.stderr)
+    return 0
+
+
+def _generate_instruction(args: argparse.Namespace, ckpt: Path, track: Track, model: Any, tokenizer: Any,
+                          eos: int | None) -> int:
+    """指令模式：按第 7 章的模板排出提示，生成到结束词元，只打印取出的回答（每段一行起）。"""
+    from .checkpoint import read_config
+    from .finetune.instruct_data import format_prompt
+    from .finetune.instruct_eval import extract_response
+
+    lang = args.lang or read_config(ckpt).get("lang") or "zh"
+    if lang not in ("zh", "en"):
+        raise CheckpointError(f"{ckpt / 'config.json'} 里的 lang={lang!r} 不对：应为 zh 或 en；可用 --lang 指定")
+    prompt = format_prompt({"instruction": args.instruction, "input": args.input or ""}, lang)
+    ids = encode_prompt(tokenizer, prompt)
+    temperature = 0.0 if args.temperature is None else args.temperature
+    for i in range(args.num_samples):
+        seed = None if args.seed is None else args.seed + i
+        new: list[int] = []
+        try:
+            for tok in track.stream(model, np.asarray([ids]), args.max_new_tokens, temperature, args.top_k or None,
+                                    args.top_p, eos, seed, not args.no_cache):
+                if eos is not None and int(tok[0]) == eos:
+                    break
+                new.append(int(tok[0]))
+        except KeyboardInterrupt:
+            print(f"已中断生成（Ctrl-C），共生成 {len(new)} 个词元", file=sys.stderr)
+            return EXIT_SIGINT
+        print(extract_response(tokenizer.decode(new), lang))
     return 0
 
 
@@ -484,6 +531,9 @@ HELP = """用法：python -m {name} <命令> [参数]
   chat       与 Qwen3 多轮对话（流式输出，/reset 清空，Ctrl-C 停止当前回复）
   finetune-cls  分类微调（第 6 章；--mode=lora 即附录 E 的 LoRA）
   classify   用分类检查点判断文本的类别
+  finetune-sft  指令微调（第 7 章；默认在中文基准上训练并按任务打分）
+  finetune-dpo  偏好调优 DPO（第 7 章；从 SFT 检查点出发）
+  eval-instruct 在中文基准上给检查点打分，打印一行 Markdown 表格
 
 每个命令加 --help 查看详细参数。
 """ + EXIT_HELP
@@ -529,6 +579,13 @@ def main(argv: list[str] | None, track: Track) -> int:
 
         commands["finetune-cls"] = lambda a, t: cls_cli.cmd_finetune_cls(a, t.name, classifier())
         commands["classify"] = lambda a, t: cls_cli.cmd_classify(a, t.name, classifier())
+    instruct = track.instruct
+    if instruct is not None:  # 第 7 章的三个命令（实现在 llmcore/finetune/instruct_cli.py）
+        from .finetune import instruct_cli
+
+        commands["finetune-sft"] = lambda a, t: instruct_cli.cmd_finetune_sft(a, t.name, instruct)
+        commands["finetune-dpo"] = lambda a, t: instruct_cli.cmd_finetune_dpo(a, t.name, instruct)
+        commands["eval-instruct"] = lambda a, t: instruct_cli.cmd_eval_instruct(a, t.name, instruct)
     if cmd not in commands:
         print(f"参数错误：未知命令 {cmd!r}；可用命令：{', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, atomic_write_json, load_model_state, read_config
+from ..checkpoint import CheckpointError, atomic_write_json, load_model_state, read_config, verify_files
 from ..config import GPTConfig
 from ..errors import TokenizerError
 from ..trainer import TrainingDiverged
@@ -72,11 +72,11 @@ class ClsConfig:
 
 
 def find_base_checkpoint(path: str | Path) -> Path:
-    """检查点目录，或训练输出目录（其中的 ckpt_best，没有则 ckpt_last）。"""
+    """检查点目录，或输出目录（其中的 ckpt_best，没有则 ckpt_last；微调的输出目录则是其中的 ckpt）。"""
     base = Path(path)
     if (base / "config.json").is_file():
         return base
-    for name in ("ckpt_best", "ckpt_last"):
+    for name in ("ckpt_best", "ckpt_last", "ckpt"):
         if (base / name / "config.json").is_file():
             return base / name
     raise CheckpointError(
@@ -94,15 +94,22 @@ def is_hf_gpt2(ckpt: Path) -> bool:
     return meta.get("model_type") == "gpt2"
 
 
-def load_base(ccfg: ClsConfig) -> tuple[GPTConfig, dict[str, np.ndarray] | None, Any, Path | None]:
-    """读基座的配置、权重（from_scratch 时不读权重）与分词器；词表大小不一致时报错。"""
+def load_base_model(
+    path: str | Path, tokenizer: str = "", from_scratch: bool = False
+) -> tuple[GPTConfig, dict[str, np.ndarray] | None, Any, Path | None, dict[str, Any]]:
+    """读语言模型基座：(配置, 权重（from_scratch 时为 None）, 分词器, 分词器文件（GPT-2 分词器为 None）, config.json)。
+
+    path 可以是检查点目录、输出目录，或 Hugging Face 格式的 GPT-2 目录；分类检查点不能当基座；
+    分词器缺省用检查点旁边的 tokenizer.json，词表大小与模型不一致时报错。
+    """
     from ..tokenizers import load_tokenizer
 
-    ckpt = find_base_checkpoint(ccfg.ckpt)
-    if is_hf_gpt2(ckpt):  # Hugging Face 格式的 GPT-2 权重（原书第 6 章的起点），分词器用 GPT-2 的
+    ckpt = find_base_checkpoint(path)
+    meta: dict[str, Any] = {}
+    if is_hf_gpt2(ckpt):  # Hugging Face 格式的 GPT-2 权重（原书第 6、7 章的起点），分词器用 GPT-2 的
         from ..hf_gpt2 import config_from_hf, read_hf_config, read_hf_gpt2
 
-        if ccfg.from_scratch:
+        if from_scratch:
             cfg, state = config_from_hf(read_hf_config(ckpt), 0.0), None
         else:
             cfg, state = read_hf_gpt2(ckpt, drop_rate=0.0)
@@ -110,27 +117,34 @@ def load_base(ccfg: ClsConfig) -> tuple[GPTConfig, dict[str, np.ndarray] | None,
         meta = read_config(ckpt)
         if meta.get("task") == "classification":
             raise CheckpointError(f"{ckpt} 已经是分类模型；基座应是语言模型检查点")
-        if ccfg.from_scratch:
+        if from_scratch:
             cfg, state = GPTConfig.from_dict(meta["model"]), None
         else:
             state, cfg, _ = load_model_state(ckpt)
-    if ccfg.tokenizer == "gpt2" or (not ccfg.tokenizer and is_hf_gpt2(ckpt)):
+    if tokenizer == "gpt2" or (not tokenizer and is_hf_gpt2(ckpt)):
         from ..tokenizers import get_gpt2_tokenizer
 
-        tokenizer: Any = get_gpt2_tokenizer()
+        tok: Any = get_gpt2_tokenizer()
         tok_file = None
     else:
-        cands = [Path(ccfg.tokenizer)] if ccfg.tokenizer else [ckpt / "tokenizer.json", ckpt.parent / "tokenizer.json"]
+        cands = [Path(tokenizer)] if tokenizer else [ckpt / "tokenizer.json", ckpt.parent / "tokenizer.json"]
         tok_file = next((c for c in cands if c.is_file()), None)
         if tok_file is None:
             raise TokenizerError(f"找不到分词器：{[str(c) for c in cands]}；用 --tokenizer 指定训练基座时的分词器")
-        tokenizer = load_tokenizer(tok_file)
-    if tokenizer.vocab_size != cfg.vocab_size:
+        if tok_file.parent == ckpt:  # 检查点里的分词器：按 manifest.json 核对
+            verify_files(ckpt, [tok_file.name])
+        tok = load_tokenizer(tok_file)
+    if tok.vocab_size != cfg.vocab_size:
         raise TokenizerError(
-            f"分词器 {tok_file} 的词表大小 {tokenizer.vocab_size} 与检查点 {ckpt} 的 vocab_size={cfg.vocab_size} "
+            f"分词器 {tok_file} 的词表大小 {tok.vocab_size} 与检查点 {ckpt} 的 vocab_size={cfg.vocab_size} "
             "不一致：请用训练这个检查点时的分词器"
         )
-    return cfg, state, tokenizer, tok_file
+    return cfg, state, tok, tok_file, meta
+
+
+def load_base(ccfg: ClsConfig) -> tuple[GPTConfig, dict[str, np.ndarray] | None, Any, Path | None]:
+    """读基座的配置、权重（from_scratch 时不读权重）与分词器；词表大小不一致时报错。"""
+    return load_base_model(ccfg.ckpt, ccfg.tokenizer, ccfg.from_scratch)[:4]
 
 
 def load_splits(ccfg: ClsConfig) -> tuple[cd.Splits, tuple[str, ...]]:
@@ -248,4 +262,5 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="微调", unit="步", file=sys.stderr, leave=False)
 
 
-__all__ = ["ClsConfig", "evaluate", "find_base_checkpoint", "load_base", "load_splits", "run"]
+__all__ = ["ClsConfig", "evaluate", "find_base_checkpoint", "is_hf_gpt2", "load_base", "load_base_model", "load_splits",
+           "run"]

@@ -132,5 +132,27 @@ def results_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], metr
     return "\n".join(lines)
 
 
-__all__ = ["EOT_TEXT", "entity_set", "evaluate", "extract_response", "is_correct", "results_table", "score",
-           "word_spans"]
+def row_tasks(results: Mapping[str, Any]) -> list[str]:
+    """一行结果里的任务列：基准的五个任务按固定顺序在前，其它任务按出现顺序，最后是 "all"。"""
+    from .instruct_bench import TASKS
+
+    known = [t for t in TASKS if t in results]
+    return known + [t for t in results if t not in known and t != "all"] + ["all"]
+
+
+def results_header(tasks: Sequence[str]) -> str:
+    """单行结果表的表头（两行）：模型 | 各任务 EM / F1 (%) | 全部。"""
+    names = ["全部" if t == "all" else t for t in tasks]
+    return ("| 模型 | " + " | ".join(f"{n} EM / F1" for n in names) + " |\n"
+            + "|---|" + "---:|" * len(names))
+
+
+def results_row(name: str, results: Mapping[str, Mapping[str, float]], tasks: Sequence[str] | None = None) -> str:
+    """一个模型的结果 → 一行 Markdown：每格是“EM / F1”（百分比，一位小数）；没有这个任务的格写 —。"""
+    cols = row_tasks(results) if tasks is None else list(tasks)
+    cells = [f"{100 * results[t]['exact']:.1f} / {100 * results[t]['f1']:.1f}" if t in results else "—" for t in cols]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+__all__ = ["EOT_TEXT", "entity_set", "evaluate", "extract_response", "is_correct", "results_header", "results_row",
+           "results_table", "row_tasks", "score", "word_spans"]
