@@ -93,7 +93,8 @@ def help_text(command: str, track_name: str, cls: type, defaults: dict[str, Any]
     for name, default in proto.items():
         if name == "device" and track_name != "gpt_torch":
             continue
-        lines.append(f"  --{name}={default}".ljust(34) + "  " + FIELD_HELP.get(name, ""))
+        shown = str(default).lower() if isinstance(default, bool) else default
+        lines.append(f"  --{name}={shown}".ljust(34) + "  " + FIELD_HELP.get(name, ""))
     lines += ["", "示例："] + [f"  python -m {track_name} {command} {ex}" for ex in _EXAMPLES[command]]
     return "\n".join(lines) + "\n" + EXIT_HELP
 
