@@ -7,15 +7,14 @@ BPE 的合并规则与编码、滑动窗口、嵌入层与各个注意力类的�
 
 from __future__ import annotations
 
-import copy
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from chapter_inline import assert_modules_equal, fwd_bwd, inline_namespace  # noqa: E402
 
 import tinytensor as tt  # noqa: E402
 from gpt_numpy import attention_steps as NA  # noqa: E402
@@ -33,27 +32,6 @@ from llmcore.tokenizers import (  # noqa: E402
 from llmcore.tokenizers.bpe_train import count_chunks, train_bpe  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-ROOT = Path(__file__).resolve().parent.parent
-MARK = "# 章内实现"
-
-
-def inline_namespace(chapter: str) -> dict[str, Any]:
-    """执行 chapters/src/<chapter>.py 中所有以 `# 章内实现` 开头的代码单元，返回它们定义的名字。"""
-    sys.path.insert(0, str(ROOT / "chapters"))
-    try:
-        from build import parse_source
-    finally:
-        sys.path.pop(0)
-    cells = parse_source((ROOT / "chapters" / "src" / f"{chapter}.py").read_text(encoding="utf-8"))
-    ns: dict[str, Any] = {"__name__": f"inline_{chapter}"}
-    n = 0
-    for kind, body in cells:
-        if kind == "code" and body.lstrip().startswith(MARK):
-            exec(compile(body, f"<{chapter} 章内实现 #{n}>", "exec"), ns)
-            n += 1
-    assert n >= 5, f"{chapter} 里只找到 {n} 个“章内实现”单元"
-    return ns
 
 
 @pytest.fixture(scope="module")
@@ -168,37 +146,6 @@ def test_embedding(ch02: dict[str, Any]) -> None:
 
 
 # ---------------- 第 3 章 ----------------
-
-
-def fwd_bwd(module: Any, xb: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    lib = torch if isinstance(module, torch.nn.Module) else tt
-    x = lib.tensor(xb, requires_grad=True)
-    y = module(x)
-    (y * lib.tensor(g)).sum().backward()
-    params = module.named_parameters() if hasattr(module, "named_parameters") else []
-    grads = {n: p.grad.detach().numpy() for n, p in params}
-    return y.detach().numpy(), x.grad.detach().numpy(), grads
-
-
-def assert_modules_equal(ours: Any, lib: Any, seed: int = 0) -> None:
-    """把 ours 的权重复制给 lib（float64、eval），比较输出、输入梯度和每个参数的梯度。"""
-    ours, lib = copy.deepcopy(ours).double().eval(), lib.double().eval()
-    state = {k: np.array(v.detach().numpy(), dtype=np.float64) for k, v in ours.state_dict().items()}
-    if isinstance(lib, torch.nn.Module):
-        lib.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-    else:
-        lib.load_state_dict(state)
-    rng = np.random.default_rng(seed)
-    xb = rng.standard_normal((2, 5, 6))
-    y_shape = fwd_bwd(copy.deepcopy(ours), xb, np.zeros(1))[0].shape
-    g = rng.standard_normal(y_shape)
-    y1, gx1, gp1 = fwd_bwd(ours, xb, g)
-    y2, gx2, gp2 = fwd_bwd(lib, xb, g)
-    assert sorted(gp1) == sorted(gp2)
-    np.testing.assert_allclose(y1, y2, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(gx1, gx2, rtol=1e-10, atol=1e-12)
-    for n in gp1:
-        np.testing.assert_allclose(gp1[n], gp2[n], rtol=1e-10, atol=1e-12, err_msg=n)
 
 
 def test_simple_self_attention(ch03: dict[str, Any]) -> None:

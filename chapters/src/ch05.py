@@ -17,6 +17,9 @@
 # 8. 加载 OpenAI 发布的 GPT-2 权重；
 # 9. 原书的实验：在短篇小说 *The Verdict* 上训练 GPT-2 small，与原书的曲线对照。
 #
+# 和前两章一样，每个要讲的零件——损失、训练的一步、训练循环、抽样、保存与加载——都先在页面上写出来，
+# 再与库里的实现核对。标着 `# 章内实现` 的单元会被测试 `tests/test_chapter_ch04_ch05.py` 单独取出来再核对一遍。
+#
 # 形状字母：`B` 批大小，`T` 词元数，`C` 嵌入维度，`V` 词表大小。
 
 # %% [markdown]
@@ -181,17 +184,79 @@ loss_by_hand = -np.log(p_target).mean()
 print(f"平均：手算的交叉熵 {loss_by_hand:.6f}")
 
 # %% [markdown]
-# 实际代码不会先算 softmax 再取对数（概率很小时会下溢成 0），而是直接用 `cross_entropy`：
-# 它内部计算 `log_softmax = z - max - log Σ exp(z - max)`，数值稳定。两条轨道的函数同名同参数：
+# 实际代码不会先算 softmax 再取对数：概率很小时会下溢成 0，取对数就成了 $-\infty$。
+# 换成对数域计算，`log_softmax(z) = z - max - log Σ exp(z - max)`，先减去每行的最大值，`exp` 就不会上溢；
+# 再按目标取出每行的一个数、取负、求平均。把 `(B, T, V)` 的 logits 展平成 `(B·T, V)`，目标展平成 `(B·T,)`，就是：
 
 # %%
-loss_tt = F.cross_entropy(model_np(inputs).reshape(-1, V), targets.reshape(-1))
+# 章内实现
+import math
+
+import numpy as np
+
+import tinytensor as tt
+
+
+def cross_entropy(logits: tt.Tensor, targets: np.ndarray) -> tt.Tensor:
+    """logits (N, V)、目标 (N,) 整数 → 平均交叉熵（标量）。"""
+    m = logits.max(dim=-1, keepdim=True)[0].detach()  # (N, 1)：每行的最大值，只为数值稳定，不参与求导
+    shifted = logits - m
+    log_probs = shifted - shifted.exp().sum(dim=-1, keepdim=True).log()  # (N, V)：log_softmax
+    picked = log_probs[np.arange(len(targets)), targets]  # (N,)：每行取出目标词元的对数概率
+    return -picked.mean()
+
+
+def perplexity(loss: float) -> float:
+    """困惑度：交叉熵（奈特）取指数。"""
+    return math.exp(loss)
+
+
+# %% [markdown]
+# PyTorch 有现成的 `torch.logsumexp`，一行就能写出 log_softmax；其余相同：
+
+# %%
+# 章内实现
+import torch
+
+
+def cross_entropy_torch(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # (N, V)
+    return -log_probs[torch.arange(len(targets)), targets].mean()
+
+
+# %% [markdown]
+# 两条轨道的库函数 `F.cross_entropy` 同名同参数，tinytensor 的那个是融合算子（前向一次算完，反向直接用
+# $p - \mathrm{onehot}$）。把手算、我们写的两个函数和两个库函数放在一起：
+
+# %%
 model_torch.eval()
-logits_torch = model_torch(torch.tensor(inputs))  # (1, T, V)
-loss_torch = torch.nn.functional.cross_entropy(logits_torch.flatten(0, 1), torch.tensor(targets).flatten())
-print(f"手算        {loss_by_hand:.6f}")
-print(f"tinytensor  {loss_tt.item():.6f}")
-print(f"torch       {loss_torch.item():.6f}")
+logits_np = model_np(inputs).reshape(-1, V)  # (T, V)
+logits_torch = model_torch(torch.tensor(inputs)).flatten(0, 1)  # (T, V)
+tgt = targets.reshape(-1)
+print(f"手算                       {loss_by_hand:.6f}")
+print(f"cross_entropy（我们写的）  {cross_entropy(logits_np, tgt).item():.6f}")
+print(f"F.cross_entropy（库）      {F.cross_entropy(logits_np, tgt).item():.6f}")
+print(f"cross_entropy_torch        {cross_entropy_torch(logits_torch, torch.tensor(tgt)).item():.6f}")
+print(f"torch 的 F.cross_entropy   {torch.nn.functional.cross_entropy(logits_torch, torch.tensor(tgt)).item():.6f}")
+loss_tt = F.cross_entropy(logits_np, tgt)
+
+# %% [markdown]
+# 损失要拿来求梯度，所以还要核对梯度。在 float64 的随机 logits 上比较我们写的与库里的损失和 $\partial L/\partial z$：
+
+# %%
+rng = np.random.default_rng(0)
+z64, t64 = rng.standard_normal((6, 11)) * 3, rng.integers(0, 11, size=6)
+grads = {}
+for name, fn in [("我们写的", cross_entropy), ("库 F.cross_entropy", F.cross_entropy)]:
+    z = tt.tensor(z64, requires_grad=True)
+    loss = fn(z, t64)
+    loss.backward()
+    grads[name] = (loss.item(), z.grad.numpy())
+zt = torch.tensor(z64, requires_grad=True)
+cross_entropy_torch(zt, torch.tensor(t64)).backward()
+(l1, g1), (l2, g2) = grads.values()
+print(f"损失之差 {abs(l1 - l2):.1e}；梯度最大差：与 tinytensor 库 {np.abs(g1 - g2).max():.1e}，"
+      f"与 cross_entropy_torch {np.abs(g1 - zt.grad.numpy()).max():.1e}")
 
 # %% [markdown]
 # 交叉熵以“奈特” (nat) 为单位，不太直观。把它取指数，就得到**困惑度** (perplexity)：
@@ -200,7 +265,7 @@ print(f"torch       {loss_torch.item():.6f}")
 
 # %%
 for name, value in [("这一句", loss_tt.item()), ("验证集 4 个批次", loss0)]:
-    print(f"{pad(name, 16)} 损失 {value:.4f}  困惑度 {math.exp(value):8.1f}   （V = {V}）")
+    print(f"{pad(name, 16)} 损失 {value:.4f}  困惑度 {perplexity(value):8.1f}   （V = {V}）")
 
 # %% [markdown]
 # 训练就是把这个数往下压。压到多少才算“学到了东西”？先算一个参照：**一元模型** (unigram)，
@@ -250,63 +315,129 @@ print(f"epoch 方式（T=128、步长 128、B=16）：每轮 {len(ep.starts):,} 
 # %% [markdown]
 # ## 5.4 一个手写的训练循环，两条轨道并排
 #
-# 训练循环的每一步只有五件事：取一个批次、前向算 logits、算交叉熵、反向求梯度、优化器更新参数。
-# 优化器用 AdamW（Adam 加上“解耦的”权重衰减 (weight decay)），附录 A 和自动求导一章讲过它的更新公式。
-#
-# 下面把同一个循环写两遍，一遍用 tinytensor，一遍用 torch。两边从 5.0 节的同一份初始权重出发、
-# 取同样的批次（同一个 `StepBatches`）。数据只用训练集的前一小段：
+# 训练的一步只有五件事：取一个批次、前向算 logits、算交叉熵、反向求梯度、优化器更新参数。
+# 优化器用 AdamW（Adam 加上“解耦的”权重衰减 (weight decay)），它的更新规则在附录 D §D.3 里逐行写出。
+# 先把“一个批次的损失”和“一步”写出来，再写一个在固定批次上求平均损失的评估函数：
+
+# %%
+# 章内实现
+def calc_loss_batch(model, x: np.ndarray, y: np.ndarray) -> tt.Tensor:
+    """一个批次的平均交叉熵：x、y 都是 (B, T)。"""
+    logits = model(x)  # (B, T, V)
+    return cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def train_step(model, opt, x: np.ndarray, y: np.ndarray) -> float:
+    """训练的一步：前向、损失、清零旧梯度、反向、更新。返回这一步的损失。"""
+    loss = calc_loss_batch(model, x, y)
+    opt.zero_grad()  # 梯度是累加的，先清掉上一步的
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def evaluate(model, batches) -> float:
+    """在一组固定批次上的平均损失（按词元平均）。评估时关掉 dropout，也不建计算图。"""
+    model.eval()
+    total, n = 0.0, 0
+    with tt.no_grad():
+        for x, y in batches:
+            total += calc_loss_batch(model, x, y).item() * y.size
+            n += y.size
+    model.train()
+    return total / n
+
+
+# %% [markdown]
+# 训练循环把这一步重复很多次。每隔 `eval_every` 步，它在训练集和验证集的固定批次上各评估一次，
+# 再让模型用第 4 章的贪心生成续写一句话——看着损失往下走的同时，也能读到模型“写”出来的东西：
+
+# %%
+# 章内实现
+from gpt_numpy.generate import generate_text_simple  # 第 4 章写过的贪心生成
+
+
+def sample_text(model, tokenizer, prompt: str, n_new: int) -> str:
+    """用贪心生成续写 prompt，返回整段文字。"""
+    model.eval()
+    ids = generate_text_simple(model, np.array([tokenizer.encode(prompt)]), n_new, model.cfg.context_length)
+    model.train()
+    return tokenizer.decode(ids[0].tolist())
+
+
+def train_model_simple(model, opt, batches, eval_train, eval_val, steps: int, eval_every: int,
+                       tokenizer=None, prompt: str = "", n_new: int = 20) -> dict:
+    """最简的训练循环：第 i 步用第 i 个批次；每 eval_every 步（以及最后一步）评估并生成一段样例。"""
+    history = {"loss": [], "eval_step": [], "train_loss": [], "val_loss": [], "samples": []}
+    model.train()
+    for step in range(steps):
+        x, y = batches.get(step)  # (B, T) 两个
+        history["loss"].append(train_step(model, opt, x, y))
+        if (step + 1) % eval_every == 0 or step == steps - 1:
+            tr, va = evaluate(model, eval_train), evaluate(model, eval_val)
+            history["eval_step"].append(step + 1)
+            history["train_loss"].append(tr)
+            history["val_loss"].append(va)
+            line = f"第 {step + 1:>3} 步  训练损失 {tr:.4f}  验证损失 {va:.4f}"
+            if tokenizer is not None:
+                text = sample_text(model, tokenizer, prompt, n_new)
+                history["samples"].append(text)
+                line += f"  | {text}"
+            print(line)
+    return history
+
+
+# %% [markdown]
+# PyTorch 轨道的一步几乎逐行相同，只是损失用 torch 的函数、`loss.item()` 之前不用 `.data`：
+
+# %%
+# 章内实现
+def train_step_torch(model, opt, x: np.ndarray, y: np.ndarray) -> float:
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    logits = model(x)  # (B, T, V)
+    loss = cross_entropy_torch(logits.flatten(0, 1), y.flatten())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+# %% [markdown]
+# 两条轨道从 5.0 节的同一份初始权重出发、取同样的批次（同一个 `StepBatches`），数据只用训练集的前一小段。
+# tinytensor 这边用完整的 `train_model_simple`（带评估和样例），torch 那边只用 `train_step_torch` 循环，比较每一步的训练损失：
 
 # %%
 n_slice = 50_000 if QUICK else 300_000
 steps = 12 if QUICK else 60
 B, lr = 16, 1e-3
 slice_batches = StepBatches(train_ids[:n_slice], batch_size=B, context_length=cfg.context_length, seed=0)
-
-
-def train_numpy(init, steps):
-    model = NM.GPTModel(cfg)
-    model.load_arrays(init)
-    model.train()
-    opt = tt.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    losses = []
-    for step in range(steps):
-        x, y = slice_batches.get(step)  # (B, T) 两个
-        logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return model, losses
-
-
-def train_torch(init, steps):
-    model = TM.GPTModel(cfg)
-    model.load_arrays(init)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    losses = []
-    for step in range(steps):
-        x, y = map(torch.from_numpy, slice_batches.get(step))
-        logits = model(x)  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return model, losses
-
+eval_train = eval_batches(train_ids[:n_slice], n_batches=4, batch_size=8, context_length=cfg.context_length)
 
 t0 = time.time()
-trained_np, losses_np = train_numpy(init0, steps)
+trained_np = NM.GPTModel(cfg)
+trained_np.load_arrays(init0)
+opt_np = tt.optim.AdamW(trained_np.parameters(), lr=lr, weight_decay=0.1)
+hist = train_model_simple(trained_np, opt_np, slice_batches, eval_train, val_batches, steps,
+                          eval_every=max(1, steps // 4), tokenizer=tok, prompt="新华社北京", n_new=15)
+losses_np = hist["loss"]
 t1 = time.time()
-trained_torch, losses_torch = train_torch(init0, steps)
+trained_torch = TM.GPTModel(cfg)
+trained_torch.load_arrays(init0)
+trained_torch.train()
+opt_torch = torch.optim.AdamW(trained_torch.parameters(), lr=lr, weight_decay=0.1)
+losses_torch = [train_step_torch(trained_torch, opt_torch, *slice_batches.get(i)) for i in range(steps)]
 t2 = time.time()
-print(f"{steps} 步，每步 {B}×{cfg.context_length} 个词元；用时 tinytensor {t1 - t0:.1f} 秒，torch {t2 - t1:.1f} 秒")
+print()
+print(f"{steps} 步，每步 {B}×{cfg.context_length} 个词元；用时 tinytensor {t1 - t0:.1f} 秒（含评估与样例），torch {t2 - t1:.1f} 秒")
 print(pad("步", 6) + pad("tinytensor", 14) + pad("torch", 14) + "差")
 for s in sorted({0, 1, 2, 4, steps // 4, steps // 2, steps - 1}):
     print(pad(s + 1, 6) + pad(f"{losses_np[s]:.6f}", 14) + pad(f"{losses_torch[s]:.6f}", 14) + f"{abs(losses_np[s] - losses_torch[s]):.1e}")
 print(f"全部 {steps} 步的最大差：{np.abs(np.array(losses_np) - np.array(losses_torch)).max():.1e}")
+
+# %% [markdown]
+# 这两个函数与库里训练器做的是同一件事：`tests/test_chapter_ch04_ch05.py` 在 float64 下核对了
+# `train_step` 与 NumPy 轨道训练后端的一步（`forward_backward` + `optimizer_step`，不裁剪、学习率不变）更新后的每个参数，
+# `evaluate` 与后端的 `eval_loss`，以及 `train_model_simple` 记下的每个损失。库里的后端用的损失是下面会讲的融合版本 `model.loss`。
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -325,6 +456,8 @@ plt.show()
 # 两条曲线重合在一起：同样的初始权重、同样的数据、同样的运算。剩下的差别来自 float32 的舍入
 # （两个框架求和的顺序不同），它会随步数慢慢累积，但比损失本身的变化小得多。
 # 损失一开始下降得很快，那是模型在学字频——也就是在向 5.2 节的一元模型靠拢；再往下就要靠上下文，进展会慢下来。
+# 训练中打印的样例也说明了这一点：贪心生成每一步都挑最可能的字，而这时模型眼里最可能的总是逗号
+# （训练集里最常见的字），于是续写成一串逗号。5.5 节的训练器训练得更久，生成样例时还用了温度和 top-k 抽样（5.6 节）。
 # 训练前后，在验证集的那几个固定批次上比一比：
 
 # %%
@@ -335,7 +468,7 @@ with torch.no_grad():
         torch.nn.functional.cross_entropy(trained_torch(torch.from_numpy(x)).flatten(0, 1), torch.from_numpy(y).flatten()).item()
         for x, y in val_batches
     ])
-val_np = mean_loss_np(trained_np, val_batches)
+val_np = evaluate(trained_np, val_batches)
 print(f"训练前 {loss0:.4f} → 训练 {steps} 步后：tinytensor {val_np:.4f}，torch {val_torch:.4f}（困惑度 {math.exp(val_np):.0f}）")
 print(f"一元模型的参照线 {unigram:.4f}：手写循环的验证损失{'已经低于' if val_np < unigram else '还高于'}它（差 {val_np - unigram:+.4f}）")
 
@@ -364,6 +497,7 @@ print(f"不必保存的 logits：{B}×{cfg.context_length}×{V} 个 float32，�
 # |---|---|---|
 # | 学习率预热 (warmup) + 余弦退火 (cosine decay) | 开头小步试探，结尾小步收敛 | 附录 D |
 # | 梯度裁剪 (gradient clipping) | 个别批次的梯度特别大时按比例缩小，防止一步走飞 | 附录 D |
+# | AdamW 的参数分组 | 只对二维以上的权重做权重衰减（`--decay_all` 可改为全部参数）；更新规则本身 | 附录 D §D.3 |
 # | 梯度累积 (gradient accumulation) | 内存不够大批次时，分几次算完再更新 | 附录 D |
 # | 定期评估 | 每隔 `eval_interval` 步在固定批次上算训练/验证损失 | 5.3 节 |
 # | 记录与可视化 | `metrics.jsonl`、`loss.png`、`samples.txt`，进度条显示损失、词元/秒、剩余时间 | 本节 |
@@ -583,13 +717,29 @@ print("  ", show_top(softmax(z[None])[0]))
 # 一旦某个片段让自己成为最可能的后续，就会一遍遍地绕圈。
 #
 # **温度** (temperature)：先把 logits 除以温度 τ 再做 softmax。τ < 1 让分布更尖（更保守），τ > 1 让分布更平（更大胆），
-# τ → 0 就退化成贪心。下面是同一个位置、三种温度下概率最高的 20 个词元：
+# τ → 0 就退化成贪心。代码只有一行：
+
+# %%
+# 章内实现
+def softmax_np(z: np.ndarray) -> np.ndarray:
+    """沿最后一维的 softmax（先减最大值）。"""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """logits 除以温度：τ < 1 更尖，τ > 1 更平。"""
+    return np.asarray(logits, dtype=np.float64) / temperature
+
+
+# %% [markdown]
+# 下面是同一个位置、三种温度下概率最高的 20 个词元：
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.2))
 order = np.argsort(-z)[:20]
 for k, tau in enumerate((0.5, 1.0, 2.0)):
-    pr = softmax(z[None] / tau)[0]
+    pr = softmax_np(apply_temperature(z[None], tau))[0]
     ax.bar(np.arange(20) + (k - 1) * 0.27, pr[order], width=0.27, label=f"temperature {tau}")
     ent = -(pr * np.log(pr + 1e-30)).sum()
     print(f"τ = {tau}：最大概率 {pr.max():.3f}，熵 {ent:.2f}（相当于在 {math.exp(ent):.0f} 个词元里均匀地选）")
@@ -606,24 +756,116 @@ plt.show()
 # - **top-k**：只保留 logits 最大的 k 个词元，其余设为 $-\infty$，再 softmax；
 # - **top-p**（核采样，nucleus sampling）：按概率从大到小累加，保留刚好凑够 p 的最少几个词元。
 #
-# top-p 的好处是**自适应**：模型越有把握，留下的候选越少；拿不准时留得多。用 `llmcore.sampling.filter_logits`
-# 在两个位置上比较：“新华社北”后面几乎只能是“京”，而一句话刚开头时可选的字很多。
+# 两个过滤器都只是把不要的位置设成 $-\infty$（softmax 之后概率为 0）。top-p 先按 logits 从大到小排序，
+# 算出每个词元**之前**的累计概率；前面已经凑够 p 的，就不要了——所以排第一的那个总会留下：
+
+# %%
+# 章内实现
+def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
+    """每行只保留最大的 k 个 logits（与第 k 大并列的也保留），其余设为 -inf。logits：(B, V)。"""
+    kth = np.sort(logits, axis=-1)[:, -k][:, None]  # (B, 1)：每行第 k 大的值
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
+    """每行保留累计概率刚好凑够 p 的最少几个词元，其余设为 -inf。"""
+    order = np.argsort(-logits, axis=-1, kind="stable")  # (B, V)：从大到小的下标
+    sorted_logits = np.take_along_axis(logits, order, axis=-1)
+    probs = softmax_np(sorted_logits)
+    before = np.cumsum(probs, axis=-1) - probs  # 排在它前面的累计概率
+    sorted_logits = np.where(before >= p, -np.inf, sorted_logits)  # 前面已经够了：不要
+    out = np.empty_like(sorted_logits)
+    np.put_along_axis(out, order, sorted_logits, axis=-1)  # 放回原来的顺序
+    return out
+
+
+# %% [markdown]
+# 把同样两个函数写成 PyTorch：`torch.topk` 直接给出前 k 个值，`masked_fill` 代替 `np.where`，
+# 放回原顺序用 `scatter`（NumPy 里是 `put_along_axis`）。生成时抽样只在 NumPy 里做（两条轨道共用，见后文），
+# 这两个函数是为了对照 API：
+
+# %%
+# 章内实现
+def top_k_filter_torch(logits: torch.Tensor, k: int) -> torch.Tensor:
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter_torch(logits: torch.Tensor, p: float) -> torch.Tensor:
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    before = probs.cumsum(dim=-1) - probs
+    sorted_logits = sorted_logits.masked_fill(before >= p, float("-inf"))
+    return torch.empty_like(logits).scatter(-1, order, sorted_logits)
+
+
+# %% [markdown]
+# top-p 的好处是**自适应**：模型越有把握，留下的候选越少；拿不准时留得多。在两个位置上比较：
+# “新华社北”后面几乎只能是“京”，而一句话刚开头时可选的字很多。同时核对我们的过滤器与库里的
+# `llmcore.sampling.filter_logits`、与 torch 写法给出同样的结果：
 
 # %%
 for text in ("新华社北", "今天"):
-    zz = next_logits(text)
+    zz = next_logits(text)[None].astype(np.float64)  # (1, V)
     print(f"前文“{text}”：")
-    for name, kw in [("top-k = 5", dict(top_k=5)), ("top-p = 0.9", dict(top_p=0.9))]:
-        kept = softmax(filter_logits(zz[None], **kw))[0]
+    for name, ours, lib, twin in [
+        ("top-k = 5", top_k_filter(zz, 5), filter_logits(zz, top_k=5), top_k_filter_torch(torch.from_numpy(zz), 5)),
+        ("top-p = 0.9", top_p_filter(zz, 0.9), filter_logits(zz, top_p=0.9), top_p_filter_torch(torch.from_numpy(zz), 0.9)),
+    ]:
+        assert np.array_equal(ours, lib) and np.array_equal(ours, twin.numpy())  # 与库、与 torch 写法逐位相同
+        kept = softmax_np(ours)[0]
         print(f"   {pad(name, 12)} 保留 {int((kept > 0).sum()):>4} 个词元：{show_top(kept, 5)}")
 
 # %% [markdown]
 # 实际用的时候常把几种办法组合起来：先除以温度，再做 top-k / top-p 过滤，最后按概率抽样。
-# `generate` 的参数就是这几个，外加一个随机数种子。同一段提示，几种设置各生成一段：
+# 抽样用逆变换：取一个 [0, 1) 的均匀随机数 u，在累积概率上找到第一个超过 u 的词元。
+# 温度为 0 时直接取最大值。把它放进第 4 章的生成循环，就是完整的 `generate`：
+
+# %%
+# 章内实现
+def sample_next(logits: np.ndarray, temperature: float = 0.0, top_k: int | None = None,
+                top_p: float | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """由最后一个位置的 logits (B, V) 选出下一个词元 (B,)。"""
+    if temperature == 0.0:
+        return np.argmax(logits, axis=-1)  # 贪心
+    z = apply_temperature(logits, temperature)
+    if top_k is not None:
+        z = top_k_filter(z, top_k)
+    if top_p is not None:
+        z = top_p_filter(z, top_p)
+    probs = softmax_np(z)  # (B, V)
+    u = rng.random(len(probs))[:, None]  # (B, 1)：每行一个均匀随机数
+    cdf = np.cumsum(probs, axis=-1)
+    cdf /= cdf[:, -1:]  # 消掉累加的舍入误差，让最后一个有效位置恰好是 1
+    return (u >= cdf).sum(axis=-1)  # 第一个 cdf > u 的位置
+
+
+def generate_simple(model, idx: np.ndarray, max_new_tokens: int, context_size: int, temperature: float = 0.0,
+                    top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> np.ndarray:
+    """第 4 章的生成循环，把 argmax 换成 sample_next（不用 KV 缓存，每步整段重算）。"""
+    rng = np.random.default_rng(seed)
+    for _ in range(max_new_tokens):
+        with tt.no_grad():
+            logits = model(idx[:, -context_size:]).data[:, -1, :]  # (B, V)
+        idx_next = sample_next(logits, temperature, top_k, top_p, rng)[:, None]  # (B, 1)
+        idx = np.concatenate([idx, idx_next], axis=1)
+    return idx
+
+
+# %% [markdown]
+# 库里的 `generate` 的参数就是这几个，外加 `use_cache`（第 4 章 4.11 节的 KV 缓存，默认打开）和 `eos_id`（遇到结束符就停）。
+# 抽样部分 `llmcore.sampling.sample_next` 与上面的写法相同。先核对两者给出同样的词元，再用同一段提示、几种设置各生成一段：
+
+# %%
+start = np.array([zh_tok.encode(prompt)])
+n_check = 10 if QUICK else 30
+for kw in (dict(temperature=0.0), dict(temperature=0.8, top_k=40), dict(temperature=1.0, top_p=0.9)):
+    ours = generate_simple(lm_np, start, n_check, lm_np.cfg.context_length, seed=3, **kw)
+    lib = generate(lm_np, start, n_check, seed=3, **kw)
+    print(f"{str(kw):45s} 我们的 generate_simple 与库的 generate 生成的词元相同: {ours.tolist() == lib.tolist()}")
 
 # %%
 n_new = 30 if QUICK else 80
-start = np.array([zh_tok.encode(prompt)])
 settings = [
     ("贪心", dict(temperature=0.0)),
     ("τ=0.8, top-k=40", dict(temperature=0.8, top_k=40)),
@@ -694,17 +936,65 @@ state = json.loads((run_dir / "ckpt_last" / "trainer_state.json").read_text(enco
 print({k: state[k] for k in ("step", "optim_step", "data_index", "best_val", "track", "world_size")})
 
 # %% [markdown]
-# 只想存模型、不打算续训时，用 `model.save(目录)` 和 `GPTModel.load(目录)`。在 NumPy 轨道存，在 torch 轨道读：
+# 只存模型、不打算续训时，需要的只是前两个文件。自己写一遍：参数按名字存进 safetensors，配置存成 JSON；
+# 读的时候先按配置建一个空模型，再按名字把数组装回去。torch 的 `load_state_dict` 要张量，所以多一步 `torch.from_numpy`：
 
 # %%
-saved = trained_np.save(WORK / "hand-loop-model")
-back = TM.GPTModel.load(saved)
+# 章内实现
+import json
+from pathlib import Path
+
+from safetensors.numpy import load_file, save_file
+
+from llmcore.config import GPTConfig
+
+
+def save_weights(model, directory) -> Path:
+    """把模型参数存成 model.safetensors，配置存成 config.json（与库的检查点同一格式，只是不写 manifest）。"""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.ascontiguousarray(t.detach().numpy()) for name, t in model.state_dict().items()}
+    save_file(arrays, str(d / "model.safetensors"))
+    meta = {"format": "llm-zh-gpt", "version": 1, "model": model.cfg.to_dict()}
+    (d / "config.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    return d
+
+
+def load_weights(model_class, directory):
+    """按 config.json 建模型，再按参数名装入 model.safetensors 里的数组。model_class 可以是任一轨道的 GPTModel。"""
+    d = Path(directory)
+    cfg = GPTConfig.from_dict(json.loads((d / "config.json").read_text(encoding="utf-8"))["model"])
+    model = model_class(cfg)
+    state = load_file(str(d / "model.safetensors"))  # {参数名: NumPy 数组}
+    if isinstance(model, torch.nn.Module):
+        state = {k: torch.from_numpy(v) for k, v in state.items()}
+    model.load_state_dict(state)
+    return model
+
+
+# %% [markdown]
+# 在 NumPy 轨道用我们的函数存，在 torch 轨道读回来，比较 logits；再用库的 `model.save` 存一份，
+# 用我们的 `load_weights` 读——两种写法的文件可以互相读：
+
+# %%
+saved = save_weights(trained_np, WORK / "hand-loop-model")
+back = load_weights(TM.GPTModel, saved)
 back.eval()
+trained_np.eval()
 x, _ = val_batches[0]
 with tt.no_grad(), torch.no_grad():
     d = np.abs(trained_np(x).data - back(torch.from_numpy(x)).numpy()).max()
-print("保存的文件:", sorted(p.name for p in saved.iterdir()))
+print("我们保存的文件:", sorted(p.name for p in saved.iterdir()))
 print(f"torch 读回后的 logits 与 tinytensor 的最大差 {d:.1e}")
+lib_saved = trained_np.save(WORK / "hand-loop-model-lib")  # 库：多一个 manifest.json（校验和）
+print("库保存的文件:  ", sorted(p.name for p in lib_saved.iterdir()))
+again = load_weights(NM.GPTModel, lib_saved)
+same = all(np.array_equal(a.data, b.data) for a, b in zip(again.state_dict().values(), trained_np.state_dict().values()))
+print("用 load_weights 读库存的文件，参数逐位相同:", same)
+
+# %% [markdown]
+# 库的版本（`llmcore/checkpoint.py`）多做了几件保护性的事：先写临时文件再改名（写到一半被打断，不会留下半个文件）、
+# 写 `manifest.json` 并在读取时核对、检查每个数组的形状和是否有限、权重共享时只存一份矩阵。
 
 # %% [markdown]
 # **跨轨道续训。** 训练检查点里有续训所需的一切，而且格式与框架无关。下面在 NumPy 轨道上训练 N 步后停下
@@ -802,7 +1092,7 @@ def write_tiny_gpt2(path: Path, n_embd: int = 64, n_layer: int = 2, n_head: int 
 
 
 try:
-    gpt2_dir = download_gpt2("124M", timeout=15)
+    gpt2_dir = download_gpt2("124M", timeout=15, quiet=True)  # quiet：不往 stderr 打印下载进度
     real_gpt2 = True
     print("已取得 GPT-2 124M 的权重：", gpt2_dir)
 except (DownloadError, NotCachedError, OSError) as e:
@@ -927,7 +1217,7 @@ for k, note in notes.items():
 # 数据很小，能算出一共要训多少步；模型却不小：
 
 # %%
-from llmcore.datasets import load_the_verdict
+from llmcore.datasets.remote import fetch
 from llmcore.prepare import split_text
 from llmcore.trainer import total_steps_for
 
@@ -936,7 +1226,7 @@ book_cfg = GPTConfig.preset(recipe["preset"], context_length=recipe["context_len
 print(f"模型：{book_cfg.n_layers} 层、C = {book_cfg.emb_dim}、V = {book_cfg.vocab_size}，dropout {book_cfg.drop_rate}，"
       f"参数 {book_cfg.num_parameters():,} 个（输出层不与词元嵌入共享）")
 try:
-    verdict = load_the_verdict()
+    verdict = fetch("the-verdict.txt", quiet=True).read_text(encoding="utf-8")  # 首次使用时下载并校验
 except (DownloadError, NotCachedError, OSError) as e:
     verdict = None
     print("取不到 the-verdict.txt（这台机器不联网，缓存里也没有）：", str(e).split("；")[0])
@@ -1051,18 +1341,26 @@ if verdict_runs:
 #   可以读作“相当于在多少个候选里均匀地猜”。
 # - 随机初始化的模型输出接近均匀分布，损失约为 $\ln V$（更精确地，$\ln V + \sigma^2/2$）。这是检查训练代码的第一个路标。
 # - 训练数据是错开一位的词元窗口；第 i 个批次只由 (种子, i) 决定，续训只需记住步数。
-# - 训练循环的核心只有五步；两条轨道从同一份初始权重出发，损失曲线重合。
+# - 训练的一步只有五件事：取批次、前向、交叉熵、反向、更新；训练循环再加上定期评估和生成样例。
+#   两条轨道从同一份初始权重出发，损失曲线重合。
 # - 正式的训练器在此之外加上学习率调度、梯度裁剪与累积、定期评估、记录与曲线、检查点与精确续训、NaN 检测。
-# - 解码策略决定文字的样子：贪心容易重复，温度调节大胆程度，top-k / top-p 砍掉不靠谱的尾巴；同一个种子，两条轨道生成同一段文字。
+# - 解码策略决定文字的样子：贪心容易重复，温度调节大胆程度，top-k / top-p 砍掉不靠谱的尾巴；
+#   它们都只是在 logits 上做的几行 NumPy。同一个种子，两条轨道生成同一段文字。
 # - 检查点（safetensors + JSON）与框架无关：NumPy 轨道训到一半，PyTorch 轨道可以接着训。
 # - GPT-2 的权重要改名、转置（Conv1D 存 (in, out)）、切开 qkv 才能装进我们的模型。
 # - 在很小的数据上训练大模型会严重过拟合（原书的实验）。
 #
 # ## 练习
 #
-# 1. 5.4 节的手写循环没有学习率调度，也没有梯度裁剪。把学习率改成 1e-2 再跑，曲线会怎样？
-#    （附录 D 讲了预热和梯度裁剪为什么能防止这种情况。）
-# 2. 用 `python -m gpt_numpy train --tokenizer=bpe --bpe_vocab_size=8000` 换成第 2 章的 BPE 分词器。
-#    此时的损失与字符级的损失能直接比较吗？怎样换算成“每个汉字”的损失才公平？
-# 3. 在 5.6 节里，用同一个模型分别以 τ = 0.5、0.8、1.2 各生成 10 段文字，数一数其中重复的四字片段有多少。
-# 4. 在 5.7 节的接力里，改成从 torch 轨道开始、在 NumPy 轨道续完。为什么 `drop_rate > 0` 时跨轨道续训不可能逐位相同？
+# 答案在 `ch05_solutions.ipynb`，先自己动手再看。
+#
+# 1. **交叉熵的梯度。** 证明平均交叉熵对 logits 的梯度是 $(\mathrm{softmax}(z) - \mathrm{onehot}(y)) / N$，
+#    再用本章的 `cross_entropy` 在 float64 的随机 logits 上让自动求导算一遍来验证。为什么每行梯度之和总是 0？
+# 2. **换一种分词器，损失还能比吗？** 字符级模型的损失是“每个字”的，GPT-2 BPE 模型的损失是“每个词元”的。
+#    在验证集的一段文字上数一数两种分词各有多少个词元，把一元模型（5.2 节）的每词元损失换算成每个汉字的损失再比较。
+# 3. **温度的两个极限。** 取 5.6 节的一组 logits，画出熵随温度 τ 的变化（τ 从 0.05 到 20）。
+#    τ 很小和很大时，分布各自趋向什么？用 `sample_next` 在 τ = 0.01 时抽 1000 次验证你的回答。
+# 4. **top-p 留下几个？** 给定一个分布，top-p 留下恰好 k 个词元的 p 在什么区间？写出用前 k-1 个和前 k 个概率之和表示的答案，
+#    用本章的 `top_p_filter` 在区间两端验证。
+# 5. **存成 float16。** 把一个模型（比如 5.4 节训练出的）的参数转成 float16 存进 safetensors，文件变成多大？读回（转回 float32）后，
+#    logits 和验证损失变了多少？
