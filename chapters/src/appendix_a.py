@@ -17,6 +17,9 @@
 #    核对它与单进程训练的损失与权重逐项相同；再讲梯度累积与 `no_sync()`、数据怎么分给各进程、
 #    rank 0 的职责、每个进程的随机数种子，以及检查点怎样在不同进程数之间接力。
 #
+# 每样东西都先在页面上写出来（标着 `# 章内实现` 的单元）：手算的梯度、一个最小的 SGD、一个最小的 DataLoader、
+# DistributedSampler 的切分、跨进程的梯度平均；写完立刻在同样的输入上与 PyTorch、tinytensor 和 `gpt_torch`
+# 里的版本核对。测试 `tests/test_chapter_appendices.py` 会把这些单元单独取出来再核对一次。
 # 设置环境变量 `LLMZH_QUICK=1` 时，训练部分会缩小规模（测试就是这样跑的）。
 
 # %%
@@ -86,9 +89,25 @@ print("reshape 没问题：", t.reshape(-1).tolist())
 # $$z = xw + b,\qquad p = \sigma(z),\qquad L = -\frac1n\sum_i \big[y_i\log p_i + (1-y_i)\log(1-p_i)\big].$$
 #
 # 手算梯度并不难：$\partial L/\partial z_i = (p_i - y_i)/n$，于是 $\partial L/\partial w = x^\top (p - y)/n$，
-# $\partial L/\partial b = \sum_i (p_i - y_i)/n$。下面让 PyTorch 和 tinytensor 各自求导，再和这个公式对照。
-# 两边的写法一模一样：把需要梯度的张量标上 `requires_grad=True`，前向算出标量损失，调用 `.backward()`，
-# 梯度就出现在 `.grad` 里。
+# $\partial L/\partial b = \sum_i (p_i - y_i)/n$。先把前向和这两个公式用 NumPy 写出来：
+
+# %%
+# 章内实现
+import numpy as np
+
+
+def logistic_loss_and_grads(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> tuple[float, np.ndarray, float]:
+    """逻辑回归的损失与手算梯度：x (n, d)，y (n,)，w (d,)。返回 (L, dL/dw, dL/db)。"""
+    n = len(y)
+    p = 1 / (1 + np.exp(-(x @ w + b)))  # (n,)
+    loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    dz = (p - y) / n  # (n,)：∂L/∂z_i
+    return float(loss), x.T @ dz, float(dz.sum())
+
+
+# %% [markdown]
+# 再让 PyTorch 和 tinytensor 各自求导，和手算的对照。两个引擎的写法一模一样：把需要梯度的张量标上
+# `requires_grad=True`，前向算出标量损失，调用 `.backward()`，梯度就出现在 `.grad` 里。
 
 # %%
 x_np = np.array([[0.5, -1.0, 2.0], [1.5, 0.3, -0.7], [-0.2, 0.8, 0.1], [1.0, 1.0, 1.0]], dtype=np.float32)
@@ -111,9 +130,10 @@ for name, lib in (("torch", torch), ("tinytensor", tt)):
     grads[name] = (w.grad.numpy(), float(b.grad.item()))
     print(f"{name:10s} 损失 {loss.item():.6f}  dL/dw {w.grad.numpy()}  dL/db {b.grad.item():.6f}")
 
-p = 1 / (1 + np.exp(-(x_np @ w_np)))
-print(f"{'手算公式':8s} {'':17s}dL/dw {x_np.T @ (p - y_np) / len(y_np)}  dL/db {(p - y_np).mean():.6f}")
-print("两个引擎的 dL/dw 最大差：", np.abs(grads["torch"][0] - grads["tinytensor"][0]).max())
+loss_hand, dw_hand, db_hand = logistic_loss_and_grads(x_np, y_np, w_np, 0.0)
+print(f"{'手算':10s} 损失 {loss_hand:.6f}  dL/dw {dw_hand.astype(np.float32)}  dL/db {db_hand:.6f}")
+print("两个引擎的 dL/dw 最大差：", np.abs(grads["torch"][0] - grads["tinytensor"][0]).max(),
+      "| 与手算的最大差：", np.abs(grads["torch"][0] - dw_hand).max())
 
 # %% [markdown]
 # 有三条规则后面会反复用到，两个引擎的行为也一致：
@@ -181,6 +201,91 @@ print(f"训练集准确率 {acc:.1%}")
 # %% [markdown]
 # 六十轮之后两边的损失仍然只差浮点舍入那么一点——两个引擎做的是同一串运算。
 #
+# 第 5 步“更新”里的优化器并不神秘。带动量 (momentum) 的 SGD 为每个参数记一个缓冲区 `buf`：
+# 第一步 `buf = g`，之后 `buf ← μ·buf + g`，再 `p ← p − lr·buf`（μ = 0 就是最朴素的梯度下降）。
+# 两个引擎的写法在这里有一处真正的差别：PyTorch 的参数在计算图里，改它要放在 `torch.no_grad()` 里、用原地运算；
+# tinytensor 的参数背后就是一个 NumPy 数组 `.data`，优化器直接改这个数组（tinytensor 的约定：只有优化器写 `.data`）。
+
+# %%
+# 章内实现
+import torch
+
+
+class SimpleSGD:
+    """PyTorch 参数的 SGD（可带动量），更新规则与 torch.optim.SGD 相同。"""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0) -> None:
+        self.params, self.lr, self.momentum = list(params), lr, momentum
+        self.bufs = [None] * len(self.params)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()  # 更新参数不是模型计算的一部分，不进计算图
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if self.momentum:
+                self.bufs[i] = g.clone() if self.bufs[i] is None else self.bufs[i].mul_(self.momentum).add_(g)
+                g = self.bufs[i]
+            p.add_(g, alpha=-self.lr)  # 原地：p ← p − lr·g
+
+
+class SimpleSGDTT:
+    """同样的 SGD，给 tinytensor 参数用：直接改背后的 NumPy 数组 .data。"""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0) -> None:
+        self.params, self.lr, self.momentum = list(params), lr, momentum
+        self.bufs = [None] * len(self.params)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            g = p.grad.data
+            if self.momentum:
+                self.bufs[i] = g.copy() if self.bufs[i] is None else self.momentum * self.bufs[i] + g
+                g = self.bufs[i]
+            p.data -= self.lr * g
+
+
+# %% [markdown]
+# 把它们换进同一个训练循环，与库里的 SGD（动量 0.9）各训 60 轮，比较最后的权重：
+
+# %%
+def train_mlp(model, opt, xs, ys, ce, epochs: int = 60) -> float:
+    """五步循环；ce 是所用引擎的交叉熵。返回最后一轮的损失。"""
+    for _ in range(epochs):
+        loss = ce(model(xs), ys)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+torch.manual_seed(1)
+start_state = {k: v.detach().clone() for k, v in nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3)).state_dict().items()}
+ce_torch = torch.nn.functional.cross_entropy
+pair_torch = []
+for make_opt in (lambda ps: SimpleSGD(ps, lr=0.1, momentum=0.9), lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)):
+    m = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3))
+    m.load_state_dict(start_state)
+    last = train_mlp(m, make_opt(m.parameters()), xs_t, ys_t, ce_torch)
+    pair_torch.append((last, [p.detach().numpy() for p in m.parameters()]))
+pair_tt = []
+for make_opt in (lambda ps: SimpleSGDTT(ps, lr=0.1, momentum=0.9), lambda ps: tt.optim.SGD(ps, lr=0.1, momentum=0.9)):
+    m = tt.nn.Sequential(tt.nn.Linear(2, 16), tt.nn.Tanh(), tt.nn.Linear(16, 3))
+    m.load_state_dict({k: v.numpy() for k, v in start_state.items()})
+    last = train_mlp(m, make_opt(m.parameters()), xs_n, ys_n, TF.cross_entropy)
+    pair_tt.append((last, [p.data for p in m.parameters()]))
+for name, ((l_mine, w_mine), (l_lib, w_lib)) in (("torch", pair_torch), ("tinytensor", pair_tt)):
+    dw = max(np.abs(a - b).max() for a, b in zip(w_mine, w_lib))
+    print(f"{name:10s} SimpleSGD 最后损失 {l_mine:.6f}，库里的 SGD {l_lib:.6f}；权重最大差 {dw:.1e}")
+
+# %% [markdown]
 # ## A.4 Dataset 与 DataLoader
 #
 # 上面每轮都用了全部数据。数据一多，就要分成小批次 (mini-batch)，并且每轮打乱顺序。PyTorch 的分工是：
@@ -225,6 +330,44 @@ for epoch in range(1, 6):
         opt.step()
         total += loss.item()
     print(f"第 {epoch} 轮 平均损失 {total / len(loader):.4f}")
+
+# %% [markdown]
+# 去掉多进程读取这些功能，DataLoader 的核心只有两件事：按某个顺序取下标（这是采样器 sampler 的活，
+# `shuffle=True` 时就是每轮一个随机排列），每凑够 `batch_size` 个样本就把它们叠成批次张量（collate）：
+
+# %%
+# 章内实现
+import torch
+
+
+def collate(samples: list) -> tuple:
+    """[(x, y), (x, y), ...] → (叠起来的 x, 叠起来的 y)：DataLoader 默认对元组样本做的事。"""
+    return tuple(torch.stack(parts) for parts in zip(*samples))
+
+
+def simple_loader(dataset, batch_size: int, order: list[int], drop_last: bool = True):
+    """按 order 给出的下标顺序取样本，每 batch_size 个叠成一个批次。"""
+    batch = []
+    for k in order:
+        batch.append(dataset[k])
+        if len(batch) == batch_size:
+            yield collate(batch)
+            batch = []
+    if batch and not drop_last:  # 最后凑不满的一批：drop_last 时丢掉
+        yield collate(batch)
+
+
+# %% [markdown]
+# 把同一个随机顺序交给 `simple_loader` 和 DataLoader（`sampler=` 接受任何下标序列），两边的批次应完全相同：
+
+# %%
+points_ds = PointsDataset(points_np, labels_np)
+order = torch.randperm(len(points_ds), generator=torch.Generator().manual_seed(7)).tolist()
+for drop_last in (True, False):
+    ours = list(simple_loader(points_ds, 32, order, drop_last))
+    theirs = list(DataLoader(points_ds, batch_size=32, sampler=order, drop_last=drop_last))
+    same = len(ours) == len(theirs) and all(torch.equal(a, b) for bo, bt in zip(ours, theirs) for a, b in zip(bo, bt))
+    print(f"drop_last={drop_last}：{len(ours)} 个批次，最后一批 {len(ours[-1][1])} 个样本；与 DataLoader 完全相同：{same}")
 
 # %% [markdown]
 # 对语言模型来说，一个样本就是一段长 T 的词元窗口 `x`，目标 `y` 是同一段往后错一位。
@@ -300,8 +443,16 @@ print("autocast 里 linear 的输出：", out.dtype, "| 参数：", lin.weight.d
 # 要是直接保存，检查点就只有同样包装过的模型才认得。`gpt_torch.ddp.unwrap` 一层层剥掉外壳，保存的永远是原始模型——
 # 参数名与 NumPy 轨道的 GPT 完全相同，检查点可以在两条轨道之间来回交接。
 #
-# （`torch.compile` 是惰性的：第一次调用模型时才真正编译，所以这里只看键名几乎不花时间。
-# DDP 需要一个进程组，我们在本进程里建一个只有 1 个进程的 gloo 进程组来演示。）
+# 剥壳的函数只有几行：
+
+# %%
+from gpt_torch.ddp import unwrap
+
+print(inspect.getsource(unwrap))
+
+# %% [markdown]
+# 试一试（`torch.compile` 是惰性的：第一次调用模型时才真正编译，所以这里只看键名几乎不花时间。
+# DDP 需要一个进程组，我们在本进程里建一个只有 1 个进程的 gloo 进程组来演示）：
 
 # %%
 import torch.distributed as dist
@@ -309,7 +460,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from llmcore.config import GPTConfig
 from gpt_numpy.model import GPTModel as NumpyGPT
-from gpt_torch.ddp import unwrap
 from gpt_torch.model import GPTModel as TorchGPT
 
 tiny_cfg = GPTConfig.preset("tiny", vocab_size=50, n_layers=1, emb_dim=16, n_heads=2, context_length=8)
@@ -344,44 +494,187 @@ print("与 NumPy 轨道 GPT 的参数名完全相同：", same)
 #
 # 每个进程的编号叫 **rank**（0 … N−1），进程总数叫 **world size**。启动器 `torchrun` 负责起这 N 个进程、
 # 给每个进程设好 `RANK`、`LOCAL_RANK`、`WORLD_SIZE` 和主进程地址这些环境变量；`gpt_torch/ddp.py` 读到它们就建立进程组
-# （GPU 上用 NCCL 通信，CPU 上用 gloo），没读到就按单进程运行。同一条训练命令，换个启动方式就成了多进程训练。
+# （GPU 上用 NCCL 通信，CPU 上用 gloo），没读到就按单进程运行。同一条训练命令，换个启动方式就成了多进程训练：
+
+# %%
+from gpt_torch.ddp import init_distributed
+
+print(inspect.getsource(init_distributed))
+
+# %% [markdown]
+# 超时那一项是为出错时准备的：某个进程崩溃后，其余进程会卡在等它的集合通信里，有了超时，它们最迟在这么久之后报错退出。
 #
 # ### A.7.2 数据怎么分：DistributedSampler 与按 rank 切片
 #
 # 用 DataLoader 时，PyTorch 的做法是 `DistributedSampler`：把数据集的下标打乱后，按 rank 隔一个取一个，
 # 让每个进程每轮看到互不重叠的一份。它有两个要点：每轮开始前要调用 `sampler.set_epoch(epoch)`，
-# 否则每轮的打乱顺序都一样；样本数不能整除进程数时，它会重复一些样本把各份补齐。
+# 否则每轮的打乱顺序都一样；样本数不能整除进程数时，它会重复一些样本把各份补齐。照这个意思写出来：
+
+# %%
+# 章内实现
+import math
+
+import torch
+
+
+def shard_indices(n: int, num_replicas: int, rank: int, epoch: int = 0, seed: int = 0, shuffle: bool = True) -> list[int]:
+    """第 rank 个进程在第 epoch 轮分到的样本下标（DistributedSampler 的做法）。"""
+    if shuffle:
+        g = torch.Generator()
+        g.manual_seed(seed + epoch)  # 每个进程用同一个种子，打乱出同一个排列；换一轮换一个种子
+        indices = torch.randperm(n, generator=g).tolist()
+    else:
+        indices = list(range(n))
+    total = math.ceil(n / num_replicas) * num_replicas
+    indices += indices[: total - n]  # 不能整除时，从头重复几个，把各份补成一样多
+    return indices[rank:total:num_replicas]  # 隔 num_replicas 个取一个
+
+
+# %% [markdown]
+# 与 PyTorch 的 `DistributedSampler` 对照，10 个样本分给 2 个进程、再分给 3 个进程（要补 2 个），各看两轮：
 
 # %%
 from torch.utils.data import DistributedSampler
 
-toy = list(range(10))
-for epoch in (0, 1):
-    parts = []
-    for rank in (0, 1):
-        sampler = DistributedSampler(toy, num_replicas=2, rank=rank, shuffle=True, seed=0)
-        sampler.set_epoch(epoch)
-        parts.append(list(sampler))
-    print(f"第 {epoch} 轮：rank 0 取 {parts[0]}，rank 1 取 {parts[1]}")
+
+def sampler_indices(n: int, num_replicas: int, rank: int, epoch: int) -> list[int]:
+    sampler = DistributedSampler(range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=0)
+    sampler.set_epoch(epoch)  # 忘了这一行，每一轮都是第 0 轮的顺序
+    return list(sampler)
+
+
+for R in (2, 3):
+    for epoch in (0, 1):
+        ours = [shard_indices(10, R, r, epoch) for r in range(R)]
+        theirs = [sampler_indices(10, R, r, epoch) for r in range(R)]
+        print(f"{R} 个进程，第 {epoch} 轮：" + "，".join(f"rank {r} 取 {ours[r]}" for r in range(R))
+              + f"；与 DistributedSampler 相同：{ours == theirs}")
 
 # %% [markdown]
 # 我们的训练器换了一种更简单的切法：先按 (种子, 步数) 定出**全局批次**（N·B 个窗口的起点），
 # 第 r 个进程取其中的第 r 段。每个进程算的是同一个全局批次，只是各取一块，
 # 所以“1 个进程 × 2B”与“2 个进程 × B”看到的数据逐个相同；也没有 epoch 状态要同步，
-# 续训时即使换了进程数，第 i 步的全局批次也不变。
+# 续训时即使换了进程数，第 i 步的全局批次也不变。切法本身只有一行：
+
+# %%
+# 章内实现
+def rank_slice(global_batch, rank: int, world_size: int):
+    """全局批次里属于第 rank 个进程的那一段：连续切块（DistributedSampler 是隔几个取一个）。"""
+    per = len(global_batch) // world_size
+    return global_batch[rank * per : (rank + 1) * per]
+
+
+# %% [markdown]
+# 与 `llmcore/batches.py` 的 `StepBatches.get(步数, rank, world_size)` 对照：
 
 # %%
 from llmcore.batches import StepBatches
 
-ids = np.arange(1000)
+ids = np.arange(1000)  # 词元 id 就是位置，窗口的第一个 id 就是它的起点
 global_batches = StepBatches(ids, batch_size=4 * 2, context_length=8, seed=1337)  # 全局批次 = 每进程 4 × 2 个进程
-print("第 0 步全局批次的窗口起点：", global_batches.starts_for(0).tolist())
+x_all, y_all = global_batches.get(0)
+print("第 0 步全局批次的窗口起点：", x_all[:, 0].tolist())
 for rank in (0, 1):
-    x, _ = global_batches.get(0, rank=rank, world_size=2)
-    print(f"rank {rank} 取到的窗口起点：", x[:, 0].tolist())
+    x, y = global_batches.get(0, rank=rank, world_size=2)
+    same = np.array_equal(x, rank_slice(x_all, rank, 2)) and np.array_equal(y, rank_slice(y_all, rank, 2))
+    print(f"rank {rank} 取到的窗口起点：", x[:, 0].tolist(), "| 与 rank_slice 相同：", same)
 
 # %% [markdown]
-# ### A.7.3 梯度累积与 `no_sync()`
+# ### A.7.3 梯度求平均：手写的 all-reduce 与 DDP
+#
+# DDP 在反向传播里替我们做的事，写出来是这样：每个参数的梯度在所有进程之间求和（`all_reduce`，做完之后
+# 每个进程手里都是同一个和），再除以进程数。
+
+# %%
+# 章内实现
+import torch
+import torch.distributed as dist
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """把每个参数的 .grad 换成所有进程的平均（在 backward 之后、optimizer.step 之前调用）。"""
+    world = dist.get_world_size()
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)  # 原地：每个进程都得到同一个和
+            p.grad /= world
+
+
+# %% [markdown]
+# DDP 做的是同一件事，只是更快：它把梯度装进若干个“桶”(bucket)，反向传播算完一个桶就立刻发出去，
+# 通信与后面几层的反向计算同时进行，而不是像上面这样等反向全部结束才一个参数一个参数地发。
+#
+# 验证要真的起多个进程。下面这个函数在每个进程里运行：用同一个种子建同一个小网络（float64），
+# 每个进程用 `shard_indices` 取全局批次里自己那一份，分别用三种方式求梯度——
+# 手写的 `average_gradients`、包上 DDP 之后的自动同步、单进程在整个全局批次上直接求——再由 rank 0 汇总。
+
+# %%
+def ddp_grad_check() -> None:
+    """由 torchrun 在每个进程里调用。"""
+    import copy
+
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from gpt_torch.ddp import cleanup_distributed, exit_process
+
+    dist.init_process_group("gloo")  # RANK、WORLD_SIZE、MASTER_ADDR 等由 torchrun 设好
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)  # 每个进程建出同一个初始模型
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    gen = torch.Generator().manual_seed(1)  # 每个进程生成同一份全局批次
+    x = torch.randn(16, 4, dtype=torch.float64, generator=gen)
+    y = torch.randn(16, 1, dtype=torch.float64, generator=gen)
+    mine = shard_indices(len(x), world, rank)  # 本进程的那一份
+
+    manual = copy.deepcopy(model)
+    nn.functional.mse_loss(manual(x[mine]), y[mine]).backward()
+    average_gradients(manual)
+
+    wrapped = DDP(copy.deepcopy(model))
+    nn.functional.mse_loss(wrapped(x[mine]), y[mine]).backward()  # 梯度在反向里就已经平均好了
+
+    full = copy.deepcopy(model)
+    nn.functional.mse_loss(full(x), y).backward()  # 单进程、整个全局批次
+
+    d_ddp = max((a.grad - b.grad).abs().max().item() for a, b in zip(manual.parameters(), wrapped.module.parameters()))
+    d_full = max((a.grad - b.grad).abs().max().item() for a, b in zip(manual.parameters(), full.parameters()))
+    report = [None] * world
+    dist.all_gather_object(report, (rank, mine, d_ddp, d_full))  # 汇总到每个进程，由 rank 0 打印
+    if rank == 0:
+        for r, idx, a, b in report:
+            print(f"rank {r}：样本 {idx}；手写平均 vs DDP 最大差 {a:.1e}，vs 单进程整批 {b:.1e}")
+    cleanup_distributed()
+    exit_process(0)  # 见 gpt_torch/ddp.py：跳过解释器收尾，免得 gloo 的后台线程让进程异常退出
+
+
+# %% [markdown]
+# 把这几个函数的源码写进一个脚本，用 `torchrun` 起 2 个进程运行（CPU 上用 gloo 通信）：
+
+# %%
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    ENV.pop(k, None)
+
+workdir = Path(tempfile.mkdtemp(prefix="appendix_a_"))
+script = workdir / "ddp_grad_check.py"
+script.write_text(
+    "import math\n\nimport torch\nimport torch.distributed as dist\n\n\n"
+    + "\n\n".join(inspect.getsource(f) for f in (shard_indices, average_gradients, ddp_grad_check))
+    + "\n\nddp_grad_check()\n",
+    encoding="utf-8",
+)
+check = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+print(check.stdout.strip() if check.returncode == 0 else check.stdout + check.stderr[-3000:])
+
+# %% [markdown]
+# 两个进程各拿 8 个样本，手写的平均与 DDP 同步后的梯度逐位相同；与单进程在 16 个样本上直接求的梯度，
+# 只差 float64 最后一位的舍入——先各自对 8 个求平均再平均两份，与一次对 16 个求平均，加法的顺序不同。
+# 这个等式要求各进程的样本一样多（练习 3 看不一样多时会怎样）。
+
+# %% [markdown]
+# ### A.7.4 梯度累积与 `no_sync()`
 #
 # 显存放不下大批次时，可以把一步拆成 k 个小批次：每个小批次前向、反向，梯度按 A.2 节说的规则**累加**，
 # k 个都做完再更新一次。为了让累加的结果等于大批次的平均梯度，每个小批次的损失要先**除以 k**。
@@ -407,7 +700,7 @@ print(inspect.getsource(TorchBackend.forward_backward))
 #
 # 记录下来的损失是所有进程的平均（一次额外的 all-reduce，只为打印）。
 #
-# ### A.7.4 rank 0 的职责与每个进程的种子
+# ### A.7.5 rank 0 的职责与每个进程的种子
 #
 # N 个进程跑的是同一份代码，但有些事只能做一次：打印日志、显示进度条、写 `metrics.jsonl` 与 `loss.png`、
 # 保存检查点，都只由 rank 0 做；其他进程在 `barrier()` 处等它写完，才继续往下走。
@@ -420,7 +713,7 @@ print(inspect.getsource(TorchBackend.forward_backward))
 # 停下来也要步调一致：某个进程收到 Ctrl-C (SIGINT) 或 SIGTERM 时，每一步结束前所有进程用一次 all-reduce
 # 互相确认“有没有人要停”，于是大家在**同一步**停下，由 rank 0 保存检查点，再各自销毁进程组退出。
 #
-# ### A.7.5 动手：2 个进程 vs 1 个进程
+# ### A.7.6 动手：2 个进程 vs 1 个进程
 #
 # 现在真的起两个进程。为了几秒钟跑完，用一个极小的 GPT（1 层、嵌入 32 维、上下文 16），字符级分词，
 # 语料取人民日报的一小段；两个进程都在 CPU 上，用 gloo 通信。对照组是单进程、批大小翻倍：
@@ -432,14 +725,9 @@ print(inspect.getsource(TorchBackend.forward_backward))
 # 与检查点。
 
 # %%
-workdir = Path(tempfile.mkdtemp(prefix="appendix_a_"))
 data_file = workdir / "people_daily.txt"
 data_file.write_text(corpus_train[: 20_000 if QUICK else 60_000], encoding="utf-8")
 STEPS = 20 if QUICK else 60
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-    ENV.pop(k, None)
 
 
 def train_args(out: Path, batch_size: int, *extra: str) -> list[str]:
@@ -530,7 +818,7 @@ print("随机数状态：", sorted(rng_arrays), "| 两个进程的状态相同�
       np.array_equal(rng_arrays["torch_cpu"], rng_arrays["torch_cpu.rank1"]))
 
 # %% [markdown]
-# ### A.7.6 检查点在不同进程数之间接力
+# ### A.7.7 检查点在不同进程数之间接力
 #
 # 检查点格式与单进程完全相同，所以可以让 2 个进程先训一半（`--stop_at` 让训练在指定步数保存并停下），
 # 再交给单进程训完。改变进程数时要保持**全局批次**不变（这里 2 × 4 = 1 × 8），否则续训会报错说明原因。
@@ -545,7 +833,7 @@ compare(workdir / "single", workdir / "relay", show=(1, STEPS // 2, STEPS // 2 +
 # 续训时打印的“提示”说的是：进程数变了，随机数状态无法一一对应，只有开了 dropout 时才有影响；这里 dropout 为 0，
 # 曲线照样逐步对上。
 #
-# ### A.7.7 在真正的多卡、多机上
+# ### A.7.8 在真正的多卡、多机上
 #
 # 换到 GPU，命令几乎不用改：
 #
@@ -569,10 +857,29 @@ shutil.rmtree(workdir, ignore_errors=True)
 # %% [markdown]
 # ## 小结
 #
-# - PyTorch 的张量、自动求导、`nn.Module` 与优化器，和 tinytensor 是同一套名字、同一套语义：同样的计算给出同样的梯度，
-#   同样的训练循环给出同样的损失曲线。
+# - PyTorch 的张量、自动求导、`nn.Module` 与优化器，和 tinytensor 是同一套名字、同一套语义：同样的计算给出同样的梯度
+#   （也与手算的公式相同），同样的训练循环给出同样的损失曲线。优化器不神秘：十几行的 `SimpleSGD` 与库里的 SGD 结果相同。
 # - `.grad` 是累加的——这既是每步必须清零的原因，也是梯度累积能够成立的原因。
-# - `Dataset` 描述“有什么样本”，`DataLoader` 负责打乱与分批；我们的训练器改用按步数确定的批次，续训与多进程都因此变得简单。
+# - `Dataset` 描述“有什么样本”，`DataLoader` 按采样器给的顺序取样本、叠成批次；我们的训练器改用按步数确定的批次，
+#   续训与多进程都因此变得简单。
 # - 混合精度用 bf16 算、用 fp32 存；`torch.compile` 与 DDP 都会给模型套一层外壳，保存前要剥掉。
-# - DDP = 每个进程一份模型 + 各吃全局批次的一段 + 梯度求平均。2 个进程 × B 与 1 个进程 × 2B 是同一次更新，
-#   我们在 CPU 上用真实的 `torchrun` 验证了损失与权重逐项相同（有无梯度累积都一样），检查点也能在不同进程数之间接力。
+# - DDP = 每个进程一份模型 + 各吃全局批次的一段 + 梯度求平均。`DistributedSampler` 隔几个取一个，我们的训练器连续切块；
+#   手写的 `average_gradients`（all-reduce 求和再除以进程数）与 DDP 的自动同步、与单进程整批的梯度都相同。
+#   2 个进程 × B 与 1 个进程 × 2B 是同一次更新，我们在 CPU 上用真实的 `torchrun` 验证了损失与权重逐项相同
+#   （有无梯度累积都一样），检查点也能在不同进程数之间接力。
+#
+# ## 练习
+#
+# 答案在 `appendix_a_solutions.ipynb`，先自己动手再看。
+#
+# 1. **广播的梯度。** A.1 里 `a + bias` 把形状 (3,) 的 `bias` 加到 (2, 3) 的每一行。对 `(a + bias)` 乘一个随机的上游梯度再求和、反向，
+#    `bias.grad` 是什么？先手算，再在 PyTorch 和 tinytensor 上核对。`bias` 换成形状 (2, 1) 呢？
+# 2. **丢掉零头。** `DistributedSampler(drop_last=True)` 不补样本，而是丢掉除不尽的零头。给 `shard_indices` 加一个 `drop_last` 参数，
+#    与它逐个对照（样本数 10，进程数 3 和 4，两轮）。补样本与丢样本，各自的代价是什么？
+# 3. **各进程的词元数不一样时。** 语言模型的批次里常有被忽略的词元（`ignore_index=-100`，比如补齐用的填充）。
+#    两个进程各自对自己的有效词元求平均损失，DDP 再把两份梯度平均，结果还等于整个全局批次上的平均吗？
+#    在单进程里模拟两个进程，算出差别，并给出一种修正。
+# 4. **数一数通信了几次。** 在只有 1 个进程的 gloo 进程组里包一个 DDP 模型，用 `register_comm_hook` 数 all-reduce 被调用了几次：
+#    梯度累积 4 个小批次，全部正常反向与前 3 个放在 `no_sync()` 里，各是几次？只把反向放进 `no_sync()`、前向放在外面呢？
+# 5. **低精度吃掉的更新。** 参数为 1.0、学习率 1e-3、梯度 0.01 时，一步 SGD 的更新在 bf16、fp16、fp32 里各会不会被舍掉？
+#    找出每种格式里 1 加上多小的数仍然等于 1，与 `torch.finfo(dtype).eps` 对照。

@@ -6,13 +6,16 @@
 #
 # 1. **学习率预热 (warmup) 与余弦退火 (cosine decay)**：学习率不是常数，而是先升后降；
 # 2. **梯度裁剪 (gradient clipping)**：梯度的总范数超过上限时整体按比例缩小；
-# 3. **梯度累积 (gradient accumulation)**：内存放不下大批次时，分几次算梯度再更新一次；
-# 4. **优化器状态与精确续训**：检查点里存什么，才能让“中断—续训”与“一口气训完”逐位相同；
-# 5. **NaN 检测**：损失一旦变成 NaN 就立刻停下，保住上一个正常的检查点；
-# 6. **初始化方案**：GPT-2 的初始化与 PyTorch 默认初始化的差别。
+# 3. **AdamW**：每个参数按自己的梯度尺度迈步，权重衰减与梯度分开；
+# 4. **梯度累积 (gradient accumulation)**：内存放不下大批次时，分几次算梯度再更新一次；
+# 5. **优化器状态与精确续训**：检查点里存什么，才能让“中断—续训”与“一口气训完”逐位相同；
+# 6. **NaN 检测**：损失一旦变成 NaN 就立刻停下，保住上一个正常的检查点；
+# 7. **初始化方案**：GPT-2 的初始化与 PyTorch 默认初始化的差别。
 #
-# 每一节都配一个真实的小实验。实验都在 NumPy 轨道上跑（tinytensor），调用的是与命令行相同的 `train()`；
-# 用到框架的地方（裁剪、累积）也和 PyTorch 逐项对照。设置 `LLMZH_QUICK=1` 时实验会缩小规模。
+# 前三样是公式，我们先在页面上照公式写一遍（标着 `# 章内实现` 的单元），再在同样的输入上与 tinytensor、
+# PyTorch 和 `llmcore` 里的版本逐项核对；测试 `tests/test_chapter_appendices.py` 会把这些单元单独取出来再核对一次。
+# 每一节还配一个真实的小实验。实验都在 NumPy 轨道上跑（tinytensor），调用的是与命令行相同的 `train()`；
+# 设置 `LLMZH_QUICK=1` 时实验会缩小规模。
 
 # %% [markdown]
 # ## D.0 准备
@@ -121,14 +124,71 @@ def smooth(y, k: int = 10):
 # - **线性预热**：前 `warmup_steps` 步，学习率从接近 0 线性升到峰值 `lr`；
 # - **余弦退火**：之后按半个余弦周期从 `lr` 平滑降到 `min_lr`，中点正好是两者的平均。
 #
-# 它是一个与框架无关的纯函数（`llmcore/schedule.py`），两条轨道共用。画出默认任务的曲线
-# （2000 步，预热 100 步，从 2e-3 降到 2e-4）：
+# 余弦的那一段：设 $p$ 是退火走过的比例（0 到 1），学习率是
+# $\text{min\_lr} + \tfrac12(\text{lr} - \text{min\_lr})(1 + \cos \pi p)$——$p=0$ 时是峰值，$p=1$ 时是 `min_lr`。
+# 照着写出来只有几行：
+
+# %%
+# 章内实现
+import math
+
+
+def warmup_cosine(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """第 step 步（从 0 数）的学习率：线性预热到 max_lr，再按余弦降到 min_lr。"""
+    if step < warmup_steps:  # 预热：第 0 步已是 max_lr / warmup_steps，第 warmup_steps-1 步到达峰值
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:  # 超出计划的步数：停在 min_lr
+        return min_lr
+    p = (step - warmup_steps) / max(total_steps - warmup_steps, 1)  # 退火走过的比例，0 → 1
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * p))
+
+
+# %% [markdown]
+# 训练器里用的是 `llmcore/schedule.py` 的 `warmup_cosine_lr`：一个与框架无关的纯函数，两条轨道共用
+# （它还多一个 `initial_lr` 参数，让预热从非零的学习率开始）。训练器每一步通过 `lr_at` 调它，再把结果写进优化器：
+
+# %%
+import inspect
+
+print(inspect.getsource(lr_at))
+
+# %% [markdown]
+# 在同样的输入上核对：默认任务（2000 步，预热 100 步，从 2e-3 降到 2e-4）的每一步，页面上的函数与 `warmup_cosine_lr`
+# 逐位相同。框架自己的调度器也能做这件事：`LambdaLR` 每一步把初始学习率乘以一个系数，
+# 把我们的函数（峰值取 1）交给 torch 和 tinytensor 的 `LambdaLR`，优化器里的学习率也应逐步对上：
 
 # %%
 d = TrainConfig()
-xs = np.arange(d.max_steps)
-lrs = [warmup_cosine_lr(s, max_lr=d.lr, warmup_steps=d.warmup_steps, total_steps=d.max_steps, min_lr=d.min_lr) for s in xs]
-for s in (0, 1, d.warmup_steps - 1, d.warmup_steps, (d.warmup_steps + d.max_steps) // 2, d.max_steps - 1):
+xs = np.arange(d.max_steps + 10)  # 多看 10 步：超出 max_steps 之后停在 min_lr
+lrs = [warmup_cosine(s, d.lr, d.warmup_steps, d.max_steps, d.min_lr) for s in xs]
+lib = [warmup_cosine_lr(s, max_lr=d.lr, warmup_steps=d.warmup_steps, total_steps=d.max_steps, min_lr=d.min_lr) for s in xs]
+print(f"{len(xs)} 步，页面上的函数与 llmcore.schedule 逐位相同：{lrs == lib}")
+
+
+def factor(s: int) -> float:  # 峰值为 1 的同一条曲线
+    return warmup_cosine(s, 1.0, d.warmup_steps, d.max_steps, d.min_lr / d.lr)
+
+
+opt_t = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=d.lr)
+opt_n = tt.optim.SGD([tt.zeros(1, requires_grad=True)], lr=d.lr)
+sched_t = torch.optim.lr_scheduler.LambdaLR(opt_t, factor)
+sched_n = tt.optim.lr_scheduler.LambdaLR(opt_n, factor)
+from_torch, from_tt = [], []
+for s in xs:
+    from_torch.append(opt_t.param_groups[0]["lr"])
+    from_tt.append(opt_n.param_groups[0]["lr"])
+    opt_t.step()  # torch 要求先 optimizer.step() 再 scheduler.step()
+    opt_n.step()
+    sched_t.step()
+    sched_n.step()
+print(f"torch LambdaLR 与页面上的函数最大差 {np.abs(np.array(from_torch) - lrs).max():.1e}，"
+      f"tinytensor LambdaLR 最大差 {np.abs(np.array(from_tt) - lrs).max():.1e}")
+# %% [markdown]
+# 后两者和页面上的函数只差最后一位的舍入：`LambdaLR` 算的是“初始学习率 × 系数”，乘法的顺序与直接算不同。
+# 几个关键的点和整条曲线：
+
+# %%
+for s in (0, 1, d.warmup_steps - 1, d.warmup_steps, (d.warmup_steps + d.max_steps) // 2, d.max_steps - 1, d.max_steps):
     print(f"第 {s:>4} 步（从 0 数）：lr = {lrs[s]:.3e}")
 
 fig, ax = plt.subplots(figsize=(7, 3))
@@ -252,8 +312,12 @@ else:
 # %% [markdown]
 # 不管这一次谁赢，都要记住实验的尺度：几百步、一个很小的模型，验证损失还在往下走，远没有收敛。
 # 在这样的训练里，谁的学习率总量大，谁往往就走得远；退火的好处要等到损失接近平台、常数学习率开始在谷底附近来回“晃”时
-# 才显出来，预热的好处则要在更大的模型、更高的学习率下才显出来。调度是为整个训练过程设计的，
-# 练习 1 请你把学习率调高、把步数加长，再比一次。
+# 才显出来，预热的好处则要在更大的模型、更高的学习率下才显出来。调度是为整个训练过程设计的；
+# 想自己验证，可以把 `BASE` 里的峰值学习率调高、步数加长，再比一次。
+#
+# 表里还有一个与直觉相反的地方：前 30 步损失的最大回升，反而是带预热的那两次大得多。预热只管开头，
+# 学习率爬到峰值附近时，训练照样可能突然失稳：种子 1337 那次预热 + 余弦的训练，损失在预热将结束时猛跳了一步，
+# 紧接着梯度范数出现一个远远高出其余各步的尖峰——下一节的梯度范数图上能看到它（也打印了它是第几步）。
 
 # %% [markdown]
 # ## D.2 梯度裁剪
@@ -265,7 +329,41 @@ else:
 # 2. 系数 $c = \text{max\_norm} / (\|g\| + 10^{-6})$，若 $c < 1$，把**每个**梯度都原地乘以 $c$；
 # 3. 返回裁剪**前**的总范数（训练器把它记进 `metrics.jsonl` 的 `grad_norm`）。
 #
-# 所有梯度乘的是同一个系数，所以更新的**方向**不变，只是步子变短。在一个真实的梯度上，两条轨道各做一遍：
+# 所有梯度乘的是同一个系数，所以更新的**方向**不变，只是步子变短。下面照着这三步写两遍：一遍用 NumPy 数组，
+# 一遍用 PyTorch 张量。两者有一处不同值得看：NumPy 版用 `if` 判断要不要缩放；PyTorch 版不判断，总是乘一个截到
+# 不超过 1 的系数（没超上限时乘的就是 1）。在 GPU 上，`if coef < 1` 要先把 GPU 上算出的数传回 CPU，
+# CPU 得停下来等 GPU 算完；全用张量运算写，就没有这一次等待——`torch.nn.utils.clip_grad_norm_` 正是这样写的。
+
+# %%
+# 章内实现
+import math
+
+import numpy as np
+import torch
+
+
+def clip_grad_norm_numpy(grads: list[np.ndarray], max_norm: float) -> float:
+    """把 grads 看成一个长向量；总范数超过 max_norm 就原地整体缩小。返回裁剪前的总范数。"""
+    total = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))  # ‖g‖ = √Σ‖g_i‖²
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:  # 没超过上限就不动
+        for g in grads:
+            g *= coef  # 原地：每个梯度乘同一个系数
+    return total
+
+
+def clip_grad_norm_torch(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """同一件事的 PyTorch 写法：没有 if，总是乘一个截到 ≤ 1 的系数（0 维张量）。"""
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))  # 每个的范数，再取范数
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef)  # 原地
+    return total
+
+
+# %% [markdown]
+# 在一个真实的梯度上核对：同一个小 GPT、同一份初始权重、同一个批次，两条轨道各自反向，
+# 先把梯度复制一份交给页面上的函数，再让库里的 `clip_grad_norm_` 处理原梯度：
 
 # %%
 cfg = GPTConfig.preset("tiny", vocab_size=V, **MODEL)
@@ -288,21 +386,31 @@ for n in sorted(sq, key=sq.get, reverse=True)[:4]:
     print(f"    {pad(n, 34)} ‖g‖ = {math.sqrt(sq[n]):.4f}   占 {sq[n] / total**2:.1%}")
 
 max_norm = 0.25  # 训练器的默认上限是 1.0；这里取小一点，保证会真的裁剪
+mine_np = [p.grad.data.copy() for p in m_np.parameters()]  # 交给页面上的函数的副本
+mine_torch = [p.grad.detach().clone() for p in m_torch.parameters()]
+n_mine_np = clip_grad_norm_numpy(mine_np, max_norm)
+n_mine_torch = clip_grad_norm_torch(mine_torch, max_norm)
 n_tt = tt.nn.utils.clip_grad_norm_(m_np.parameters(), max_norm)
 n_torch = torch.nn.utils.clip_grad_norm_(m_torch.parameters(), max_norm)
-print(f"clip_grad_norm_ 返回（裁剪前的范数）：tinytensor {n_tt.item():.6f}，torch {n_torch.item():.6f}")
+print("返回值（裁剪前的范数）：")
+print(f"    页面 NumPy 版 {n_mine_np:.6f}，tinytensor {n_tt.item():.6f}")
+print(f"    页面 torch 版 {n_mine_torch.item():.6f}，torch      {n_torch.item():.6f}")
 after = math.sqrt(sum(float((p.grad.data.astype(np.float64) ** 2).sum()) for p in m_np.parameters()))
 print(f"裁剪后的总范数 {after:.6f}（上限 {max_norm}）；缩放系数 {max_norm / (total + 1e-6):.6f}")
-g_torch = dict(m_torch.named_parameters())
-print("裁剪后两条轨道梯度的最大差:",
-      f"{max(np.abs(p.grad.data - g_torch[n].grad.numpy()).max() for n, p in m_np.named_parameters()):.1e}")
+lib_np = [p.grad.data for p in m_np.parameters()]
+lib_torch = [p.grad.numpy() for p in m_torch.parameters()]
+print("裁剪后梯度的最大差：",
+      f"页面 NumPy 版 vs tinytensor {max(np.abs(a - b).max() for a, b in zip(mine_np, lib_np)):.1e}；",
+      f"页面 torch 版 vs torch {max(np.abs(a.numpy() - b).max() for a, b in zip(mine_torch, lib_torch)):.1e}；",
+      f"tinytensor vs torch {max(np.abs(a - b).max() for a, b in zip(lib_np, lib_torch)):.1e}")
 
 # %% [markdown]
 # 几点观察：
 #
 # - 总范数是所有参数梯度平方和的平方根。梯度并不均匀地分布在各个参数上：排在前面的几个参数就占了平方和相当大的一部分
 #   （上面列出了占比最多的几个）；
-# - 两条轨道的 `clip_grad_norm_` 返回同一个裁剪前的范数，裁剪后的梯度也只差 float32 的舍入；
+# - 页面上的两个函数与各自框架的 `clip_grad_norm_` 返回同一个裁剪前的范数，裁剪后的梯度也对得上；
+#   两条轨道之间的差只是 float32 的舍入（两个框架各自算出的梯度本来就差这么一点）；
 # - 裁剪后的总范数等于上限（差一点点来自分母里的 $10^{-6}$）：每个梯度乘的是同一个系数，方向不变，只是步子变短了。
 #
 # 训练中的梯度范数是什么样子？D.1 的两次训练都开着裁剪（上限 1.0），`metrics.jsonl` 里记着每一步裁剪前的范数：
@@ -337,7 +445,140 @@ for recs, name in ((rec_const, "常数学习率"), (rec_cos, "预热 + 余弦"))
 # 在动量 m、v 里的分量，不让一个异常的批次左右之后很多步的更新。
 
 # %% [markdown]
-# ## D.3 梯度累积
+# ## D.3 AdamW
+#
+# 第 5 章的训练循环用的优化器是 AdamW，前两节也一直在说“AdamW 把梯度除以它自己估计的尺度”。现在把它的更新规则写出来。
+# 对每个参数 $p$（一个数组），第 $t$ 步拿到梯度 $g$ 之后：
+#
+# $$\begin{aligned}
+# p &\leftarrow p\,(1 - \text{lr}\cdot\lambda) && \text{解耦的权重衰减（}\lambda\text{ 即 weight\_decay）}\\
+# m &\leftarrow \beta_1 m + (1-\beta_1)\,g && \text{一阶动量：梯度的滑动平均}\\
+# v &\leftarrow \beta_2 v + (1-\beta_2)\,g^2 && \text{二阶动量：梯度平方的滑动平均}\\
+# \hat m &= m / (1-\beta_1^t),\quad \hat v = v / (1-\beta_2^t) && \text{偏差修正}\\
+# p &\leftarrow p - \text{lr}\cdot \hat m / (\sqrt{\hat v} + \varepsilon)
+# \end{aligned}$$
+#
+# 几处要点：
+#
+# - $m$ 和 $v$ 都从 0 出发，头几步的滑动平均被 0 拖得偏小（第 1 步 $m = (1-\beta_1)g$，只有 $g$ 的十分之一）。
+#   除以 $1-\beta^t$ 正好把这一点补回来：第 1 步 $\hat m = g$、$\hat v = g^2$。$t$ 变大后修正系数趋于 1。
+# - 更新量是 $\hat m/\sqrt{\hat v}$：分子分母都随梯度的大小成比例变化，比值与梯度的尺度无关，
+#   所以每个参数每一步大约移动“学习率”那么远（梯度方向一致时正好是 lr，方向来回变时更小）。
+# - **解耦**：Adam 原本的权重衰减是把 $\lambda p$ 加进梯度（L2 正则），它会和梯度一起被 $\sqrt{\hat v}$ 除掉，
+#   梯度大的参数几乎没有被衰减。AdamW 把衰减从梯度里拿出来，直接把参数按比例缩小，每个参数缩小的比例都一样。
+#
+# 照着公式逐行写，参数和梯度都是 NumPy 数组：
+
+# %%
+# 章内实现
+import numpy as np
+
+
+class AdamWNumpy:
+    """AdamW，按公式逐行写。params 是 NumPy 数组的列表，step(grads) 原地更新它们。"""
+
+    def __init__(self, params: list[np.ndarray], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
+        self.params, self.lr, self.betas, self.eps, self.weight_decay = params, lr, betas, eps, weight_decay
+        self.m = [np.zeros_like(p) for p in params]  # 一阶动量，与参数同形状
+        self.v = [np.zeros_like(p) for p in params]  # 二阶动量
+        self.t = 0  # 已经更新了几步（偏差修正要用）
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        self.t += 1
+        beta1, beta2 = self.betas
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            p *= 1 - self.lr * self.weight_decay  # 解耦的权重衰减：参数直接按比例缩小
+            m[...] = beta1 * m + (1 - beta1) * g
+            v[...] = beta2 * v + (1 - beta2) * g * g
+            m_hat = m / (1 - beta1**self.t)  # 偏差修正
+            v_hat = v / (1 - beta2**self.t)
+            p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+# %% [markdown]
+# `tt.optim.AdamW` 的逐元素更新在 `tinytensor/kernels/adamw.py` 里：一个 numba 内核，旁边是同样做法的 NumPy 参考。
+# 看参考实现——数学上与上面相同，只是换了几种写法，让每一步少遍历几次数组、并且与 PyTorch 的舍入一致：
+# $m$ 写成 `m += (1-β₁)(g − m)`（PyTorch 用 `lerp` 这样算），$1-\beta^t$ 之类的标量在外面一次算好
+# （`neg_step_size` 就是 $-\text{lr}/(1-\beta_1^t)$），分母写成 $\sqrt v/\sqrt{1-\beta_2^t} + \varepsilon$：
+
+# %%
+from tinytensor.kernels import adamw as adamw_kernels
+
+print(inspect.getsource(adamw_kernels._adam_numpy))
+
+# %% [markdown]
+# 核对：三组形状不同的参数（float64），每一步的梯度是“参数减目标”再加一点噪声（与参数有关，所以三个优化器若有一步走岔，
+# 之后的梯度也会不同），学习率按预热 + 余弦变化。页面上的 `AdamWNumpy`、`tt.optim.AdamW` 和 `torch.optim.AdamW`
+# 从同样的起点各走 50 步：
+
+# %%
+rng = np.random.default_rng(0)
+shapes_demo = [(4, 3), (3,), (2, 2, 5)]
+start = [rng.standard_normal(sh) for sh in shapes_demo]
+target = [rng.standard_normal(sh) for sh in shapes_demo]
+noise = [[rng.standard_normal(sh) * 0.5 for sh in shapes_demo] for _ in range(50)]
+hyper = dict(betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+lr_demo = [warmup_cosine(s, 0.05, 5, 50, 0.005) for s in range(50)]
+
+mine = AdamWNumpy([w.copy() for w in start], lr=lr_demo[0], **hyper)
+p_tt = [tt.tensor(w.copy(), requires_grad=True) for w in start]
+p_torch = [torch.tensor(w.copy(), requires_grad=True) for w in start]
+opt_tt = tt.optim.AdamW(p_tt, lr=lr_demo[0], **hyper)
+opt_torch = torch.optim.AdamW(p_torch, lr=lr_demo[0], **hyper)
+for s in range(50):
+    mine.lr = lr_demo[s]
+    for o in (opt_tt, opt_torch):
+        o.param_groups[0]["lr"] = lr_demo[s]
+    mine.step([w - tg + nz for w, tg, nz in zip(mine.params, target, noise[s])])
+    for p, tg, nz in zip(p_tt, target, noise[s]):
+        p.grad = tt.tensor(p.data - tg + nz)
+    for p, tg, nz in zip(p_torch, target, noise[s]):
+        p.grad = torch.from_numpy(p.detach().numpy() - tg + nz)
+    opt_tt.step()
+    opt_torch.step()
+d_tt = max(np.abs(a - b.data).max() for a, b in zip(mine.params, p_tt))
+d_torch = max(np.abs(a - b.detach().numpy()).max() for a, b in zip(mine.params, p_torch))
+d_lib = max(np.abs(a.data - b.detach().numpy()).max() for a, b in zip(p_tt, p_torch))
+moved = max(np.abs(a - b).max() for a, b in zip(mine.params, start))
+print(f"50 步后参数最多移动了 {moved:.3f}；与页面上的 AdamWNumpy 的最大差：tinytensor {d_tt:.1e}，torch {d_torch:.1e}；"
+      f"tinytensor 与 torch 之间 {d_lib:.1e}")
+m_state = opt_torch.state[p_torch[0]]["exp_avg"].numpy()
+print(f"一阶动量 m 的最大差（页面 vs torch）：{np.abs(mine.m[0] - m_state).max():.1e}")
+
+# %% [markdown]
+# 差别只在 float64 的最后几位：写法不同，舍入的位置不同。
+#
+# 用页面上的实现看一眼“每个参数大约移动一个学习率”：三个参数的梯度分别是 $10^{-4}$、1、$10^{3}$，相差七个数量级，
+# 第一步（关掉权重衰减）各走多远？
+
+# %%
+demo = AdamWNumpy([np.zeros(3)], lr=1e-3, weight_decay=0.0)
+demo.step([np.array([1e-4, -1.0, 1e3])])
+print("梯度                    :", [1e-4, -1.0, 1e3])
+print("第一步移动的距离 / lr    :", np.abs(demo.params[0]) / 1e-3)
+print("移动方向（与梯度相反）   :", np.sign(demo.params[0]))
+
+# %% [markdown]
+# 三个参数都走了一个 lr 那么远（方向与梯度相反），与梯度差了多少个数量级无关：第一步 $\hat m/\sqrt{\hat v} = g/|g|$。
+# 梯度为 $10^{-4}$ 的那个少走了万分之一，那是分母里的 ε = 1e-8 与 $10^{-4}$ 之比。
+# 这就是 D.1 说“预热”的原因，也是 D.5 里丢了优化器状态再续训时会跳一下的原因——从零开始的 m、v 让第一步
+# 每个参数都迈出整整一个学习率。
+#
+# 训练器并不是所有参数都做权重衰减：`llmcore/weight_init.py` 的 `decay_mask` 只衰减二维及以上的参数（矩阵和嵌入），
+# 偏置与 LayerNorm 的参数不衰减——把它们往 0 拉没有意义。两条轨道都把参数分成两个参数组，第二组的 `weight_decay` 为 0：
+
+# %%
+from llmcore.weight_init import decay_mask
+
+mask = decay_mask(shapes)
+n_decay = sum(int(np.prod(shapes[k])) for k in mask if mask[k])
+n_all = sum(int(np.prod(v)) for v in shapes.values())
+print(f"{sum(mask.values())} 个参数张量做权重衰减（{n_decay:,} 个数，占 {n_decay / n_all:.1%}），"
+      f"{len(mask) - sum(mask.values())} 个不做，例如：", [k for k in mask if not mask[k]][:3])
+
+# %% [markdown]
+# ## D.4 梯度累积
 #
 # 想用 64 个序列的批次，内存却只够一次算 16 个，怎么办？梯度是对批内样本**求平均**的，而平均可以分几次算：
 # 把 64 个序列分成 4 个小批次，每个小批次的损失乘以 1/4 再反向，梯度就累加在 `.grad` 里（反向传播本来就是“加到”
@@ -389,9 +630,9 @@ for dtype in ("float64", "float32"):
 # 多进程 (DDP) 训练时还要注意一点：只在最后一个小批次上同步梯度，前面的放在 `no_sync()` 里，详见附录 A。
 
 # %% [markdown]
-# ## D.4 优化器状态与精确续训
+# ## D.5 优化器状态与精确续训
 #
-# AdamW 为**每个参数**维护两个与它同形状的数组：梯度的滑动平均 `exp_avg`（一阶动量 m）和梯度平方的滑动平均
+# D.3 说过，AdamW 为**每个参数**维护两个与它同形状的数组：梯度的滑动平均 `exp_avg`（一阶动量 m）和梯度平方的滑动平均
 # `exp_avg_sq`（二阶动量 v），外加一个步数（用于偏差修正）。所以优化器状态是模型本身的两倍大，
 # 训练检查点里的 `optimizer.safetensors` 也就是 `model.safetensors` 的两倍：
 
@@ -473,7 +714,7 @@ print(f"最后 10 步，两者之差平均 {np.mean(late):+.3f}")
 # 所以训练检查点总是连同优化器状态一起保存，尽管它让检查点大了两倍。
 
 # %% [markdown]
-# ## D.5 NaN 检测
+# ## D.6 NaN 检测
 #
 # 损失一旦变成 NaN（或 inf），之后的每一步都是 NaN：梯度是 NaN，更新把所有参数都变成 NaN，再也救不回来。
 # 常见的起因有：学习率太大、没有裁剪的梯度爆炸、低精度 (fp16) 溢出、在 0 上取对数（所以 `cross_entropy` 内部用
@@ -495,7 +736,7 @@ print(f"保留下来的 ckpt_last 停在第 {st['step']} 步，权重全部是�
 # 再从上一个正常的检查点续训。
 
 # %% [markdown]
-# ## D.6 初始化方案：GPT-2 与 PyTorch 默认
+# ## D.7 初始化方案：GPT-2 与 PyTorch 默认
 #
 # `llmcore/weight_init.py` 提供两种初始化，两条轨道从同一个种子得到完全相同的数组（`--init=gpt2` 或 `--init=torch`）：
 #
@@ -597,16 +838,27 @@ print(f"除第 0 步外的 {len(v_g) - 1} 个评估点里，gpt2 初始化的验
 # - 学习率先线性预热、再余弦退火，是为长训练设计的：开头求稳，结尾求低。在 D.1 这样几百步的短训练里它不一定占优，
 #   要以实验打印的结果为准；`warmup_cosine_lr` 是两条轨道共用的纯函数。
 # - 梯度裁剪按总范数整体缩放，方向不变；上限合适时它像保险丝，只在尖峰上起作用。tinytensor 与 torch 的 `clip_grad_norm_` 结果相同。
+# - AdamW：m、v 两个滑动平均加偏差修正，更新量 $\hat m/\sqrt{\hat v}$ 与梯度的尺度无关；权重衰减直接把参数按比例缩小，
+#   不经过梯度。页面上十几行的 `AdamWNumpy` 与 tinytensor、torch 的 AdamW 走 50 步只差 float64 的舍入。
 # - 梯度累积：k 个小批次的损失各乘 1/k 后反向，梯度累加，再更新一次，与一个 k 倍大的批次相同（每个小批次词元数相等时）。
 # - 精确续训需要模型、AdamW 的两个动量与步数、训练步数（决定学习率和数据）、随机数状态；NumPy 轨道上中断再续与一口气训完逐位相同。
 #   丢掉优化器状态，续训时损失通常会跳一下。
 # - 每一步检查损失是否有限，出问题时在更新之前停下，上一个正常的检查点原样保留。
 # - GPT-2 初始化让 logits 很小、初始损失紧贴 $\ln V$，各块的贡献从小处开始；PyTorch 默认初始化的 logits 方差约为 1/3，
-#   按 $\ln V + \sigma^2/2$ 估算，初始损失比 $\ln V$ 高出约 1/6（D.6 打印了实测值）。
+#   按 $\ln V + \sigma^2/2$ 估算，初始损失比 $\ln V$ 高出约 1/6（D.7 打印了实测值）。
 #
 # ## 练习
 #
-# 1. 把 D.1 的峰值学习率改成 1e-2，常数学习率和预热 + 余弦各训一次。哪一个先出问题？把预热步数改成 0 又会怎样？
-# 2. 在 D.2 里改用 `norm_type=float("inf")`（按最大的单个元素裁剪），两条轨道的结果还一致吗？它和 L2 范数裁剪有什么不同？
-# 3. 在 D.3 里让最后一个小批次只有一半的序列，再比较两边的梯度。怎样修改缩放系数才能重新相等？
-# 4. 在 D.4 的续训命令里改一个不该改的字段（比如 `lr`），看看训练器报出的错误。为什么 `max_steps` 却允许修改？
+# 答案在 `appendix_d_solutions.ipynb`，先自己动手再看。
+#
+# 1. **用 PyTorch 自带的调度器拼出同一条曲线。** 不用 `LambdaLR`，用 `LinearLR`（预热）、`CosineAnnealingLR`（退火）和
+#    `SequentialLR`（把两段接起来）得到与 `warmup_cosine` 相同的学习率序列。`LinearLR` 的 `start_factor` 和
+#    `total_iters` 该取多少？逐步对照，最大差是多少？
+# 2. **按最大元素裁剪。** 给 `clip_grad_norm_numpy` 加一个 `norm_type` 参数，支持 `float("inf")`（总范数取所有梯度里绝对值最大的元素），
+#    与 tinytensor、torch 的 `clip_grad_norm_(…, norm_type=float("inf"))` 核对。同一组梯度，两种范数谁先触发裁剪？
+# 3. **去掉偏差修正。** 把 `AdamWNumpy` 改成不做偏差修正的版本（$\hat m = m$、$\hat v = v$），取 β₁ = 0.9、β₂ = 0.999，
+#    梯度恒为同一个值时第 1 步走了几个学习率？要多少步才回到 1 个学习率的 1% 以内？
+# 4. **Adam 的 L2 与 AdamW 的解耦衰减。** 让梯度恒为 0，只剩权重衰减，分别用 `tt.optim.Adam(weight_decay=…)` 与
+#    `tt.optim.AdamW(weight_decay=…)` 走 100 步，初值取 0.01、1、100。哪一个让每个参数缩小同样的比例？另一个为什么不是？
+# 5. **小批次不一样大的梯度累积。** 在 D.4 里让最后一个小批次只有一半的序列，每个小批次的损失仍乘 1/k，累积的梯度
+#    还等于整批的梯度吗？缩放系数改成什么才能重新相等？

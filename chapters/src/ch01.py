@@ -283,19 +283,23 @@ print("PyTorch     :", torch.nn.functional.cross_entropy(torch.tensor(logits), t
 #
 # ## 1.7 本书地图
 #
-# | 章节 | 内容 | 代码在哪里 |
-# |---|---|---|
-# | 第 1 章 | 全景：语言模型、GPT、预训练与微调（本章） | — |
-# | 第 2 章 | 文本数据：分词（按词、按字、字节级 BPE）、词元 id、滑动窗口数据集与批次 | `llmcore/tokenizers/`、`llmcore/datasets/` |
-# | 第 3 章 | 注意力机制：从简单的自注意力到因果、多头注意力 | `gpt_numpy/model.py`、`gpt_torch/model.py` |
-# | 第 4 章 | 从零实现 GPT：层归一化、GELU 前馈网络、残差连接、Transformer 块、生成文本 | `gpt_numpy/model.py`、`gpt_numpy/generate.py`、`gpt_torch/model.py` |
-# | 第 5 章 | 在无标注数据上预训练：损失、训练循环、采样策略、保存与加载检查点、加载 GPT-2 权重 | `llmcore/trainer.py`、`llmcore/checkpoint.py`、`gpt_numpy/train.py`、`gpt_torch/train.py` |
-# | 第 6 章 | 分类微调：垃圾短信识别 | （待写） |
-# | 第 7 章 | 指令微调：让模型听懂指令 | （待写） |
-# | 自动求导 | tinytensor 的内部：计算图、反向传播、梯度检查、numba 内核 | `tinytensor/` |
-# | 附录 A | PyTorch 入门与多卡分布式训练 (DDP) | `gpt_torch/ddp.py` |
-# | 附录 D | 训练循环的进阶技巧：学习率预热、余弦退火、梯度裁剪 | `tinytensor/optim/`、`llmcore/schedule.py`、`llmcore/trainer.py` |
-# | 附录 E | 用 LoRA 做参数高效微调 | （待写） |
+# <!-- chapter-map:start -->
+# | 章节 | 内容 | notebook | 主要代码 |
+# |---|---|---|---|
+# | 第 1 章 大语言模型是什么 | 全景：语言模型、GPT、预训练与微调 | `chapters/ch01.ipynb` | 全书地图 |
+# | 第 2 章 处理文本数据 | 分词（按词、按字、字节级 BPE）、词元 id、滑动窗口数据集与批次、嵌入 | `chapters/ch02.ipynb`（练习答案 `ch02_solutions.ipynb`） | `llmcore/tokenizers/`、`llmcore/datasets/`、`gpt_torch/data.py` |
+# | 第 3 章 注意力机制 | 从不带权重的自注意力到因果、多头注意力 | `chapters/ch03.ipynb`（练习答案 `ch03_solutions.ipynb`） | `gpt_numpy/attention_steps.py`、`gpt_torch/attention_steps.py`、两边的 `attention.py` |
+# | 第 4 章 从零搭一个 GPT | 层归一化、GELU 前馈网络、残差连接、Transformer 块、生成文本 | `chapters/ch04.ipynb`（练习答案 `ch04_solutions.ipynb`） | `gpt_numpy/model.py`、`gpt_torch/model.py`、`generate.py`、`kv_cache.py`、`llmcore/generation.py` |
+# | 第 5 章 在无标注数据上预训练 | 损失、训练循环、采样策略、检查点与续训、加载 GPT-2 权重 | `chapters/ch05.ipynb`（练习答案 `ch05_solutions.ipynb`） | `llmcore/trainer.py`、`train.py`、`cli.py`、`checkpoint.py`、`sampling.py`、`pretrained.py` |
+# | 第 6 章 分类微调 | 给 GPT 换上分类头，判断评论是好评还是差评 | `chapters/ch06.ipynb` | `llmcore/finetune/`（`classify_data.py`、`cls_trainer.py`、`baselines.py`、`results.py`）、两边的 `classifier.py` |
+# | 第 7 章 指令微调与偏好对齐 (DPO) | 让模型听懂指令，再按偏好数据对齐 | （还没有写） | `llmcore/finetune/`（`instruct_bench.py`、`instruct_data.py`、`sft_data.py`、`dpo_data.py`、`instruct_trainer.py`、`instruct_run.py`、`instruct_cli.py`、`instruct_eval.py`）、两边的 `instruct.py`、`dpo.py` |
+# | 第 8 章（上）在实践中使用大语言模型：Qwen3 | 从零实现 Qwen3，在 CPU 上量化推理 | `chapters/ch08.ipynb` | `llmcore/qwen3/`、`llmcore/tokenizers/hf_json.py`、`gpt_numpy/qwen3.py`、`gpt_numpy/quant.py`、`gpt_torch/qwen3.py`、`tinytensor/kernels/int8_matmul.py` |
+# | 第 8 章（下）服务与界面 | OpenAI 兼容的服务、流式输出与聊天页面 | `chapters/ch08_serve.ipynb` | `llmcore/server/`（`app.py`、`engine.py`、`protocol.py`、`chat_template.py`、`static/`） |
+# | 自动求导的内部 | tinytensor 的计算图、反向传播、梯度检查、numba 内核 | `chapters/autograd.ipynb` | `tinytensor/`（`autograd.py`、`ops/`、`kernels/`、`viz.py`） |
+# | 附录 A PyTorch 入门与多进程训练 | 张量、自动求导、训练循环、DataLoader、混合精度、DDP | `chapters/appendix_a.ipynb`（练习答案 `appendix_a_solutions.ipynb`） | `gpt_torch/ddp.py`、`gpt_torch/train.py` |
+# | 附录 D 训练循环的小技巧 | 学习率预热与余弦退火、梯度裁剪、AdamW、梯度累积、精确续训 | `chapters/appendix_d.ipynb`（练习答案 `appendix_d_solutions.ipynb`） | `tinytensor/optim/`、`llmcore/trainer.py` |
+# | 附录 E 用 LoRA 微调 | 低秩适配：只训练很少的参数完成微调 | `chapters/appendix_e.ipynb` | 两边的 `lora.py`、`llmcore/finetune/lora_io.py`、`bench/bench_lora.py` |
+# <!-- chapter-map:end -->
 #
 # 建议的读法：按章节顺序读第 2 到 5 章，这是主线；读到第 4、5 章对“梯度从哪来”产生好奇时，插进来读自动求导一章；
 # 第 6、7 章和附录 E 是在主线上的延伸；想在 GPU 上放大规模时读附录 A。
