@@ -79,11 +79,20 @@ class MultiHeadAttention(nn.Module):
         再对缓存里的全部键值做注意力（第 i 个新词元只看到绝对位置 ≤ pos+i 的键）。"""
         b, t, _ = x.shape
         nh, hs = self.num_heads, self.head_dim
+        if cache is None:
 
-        def heads(lin: nn.Linear) -> np.ndarray:
-            return linear_infer(x, lin).reshape(b, t, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+            def heads(lin: nn.Linear) -> np.ndarray:
+                return linear_infer(x, lin).reshape(b, t, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
 
-        q, k, v = heads(self.W_query), heads(self.W_key), heads(self.W_value)
+            q, k, v = heads(self.W_query), heads(self.W_key), heads(self.W_value)
+        else:
+            # 逐个解码时 x 只有一行：三个投影拼成一次 (3C, C) 的矩阵-向量乘，省下两次调用的开销。
+            # 拼好的权重存在这次生成的缓存里（一次生成之中权重不变）。
+            w, bias = cache.packed(layer, self._pack_qkv)
+            qkv = x.reshape(b * t, -1) @ w.T  # (B·T, 3C)
+            if bias is not None:
+                qkv += bias
+            q, k, v = qkv.reshape(b, t, 3, nh, hs).transpose(2, 0, 3, 1, 4)  # 各 (B, nh, T, hs)
         start = 0 if cache is None else cache.pos
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, pos+T, hs)
@@ -93,12 +102,21 @@ class MultiHeadAttention(nn.Module):
         return linear_infer(ctx.transpose(0, 2, 1, 3).reshape(b, t, self.d_out), self.out_proj)  # (B, T, C)
 
 
+    def _pack_qkv(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """W_query、W_key、W_value 上下拼成 (3C, C)，偏置拼成 (3C,)（没有偏置时为 None）。"""
+        lins = (self.W_query, self.W_key, self.W_value)
+        w = np.concatenate([lin.weight.data for lin in lins])
+        bias = None if lins[0].bias is None else np.concatenate([lin.bias.data for lin in lins])
+        return w, bias
+
+
 def linear_infer(x: np.ndarray, lin: nn.Linear) -> np.ndarray:
     """不建计算图的线性层：x @ Wᵀ + b（W 存为 (out, in)）。"""
-    out = x @ lin.weight.data.T
+    w = lin.weight.data
+    out = x.reshape(-1, x.shape[-1]) @ w.T  # 二维的矩阵乘直接走 BLAS（三维会按批逐个调用）
     if lin.bias is not None:
         out += lin.bias.data
-    return out
+    return out.reshape(*x.shape[:-1], w.shape[0])
 
 
 def layer_norm_infer(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:

@@ -5,10 +5,16 @@
 缓存写满（达到 context_length）后不能再追加：GPT 用的是绝对位置嵌入，窗口一滑动，
 所有旧键值对应的位置都变了，只能整体重算（generate 里处理）。
 
+缓存同时存放这次生成用的“拼好的权重”（如每层的 QKV 合并矩阵，见 ``packed``）：一次生成之中权重不变，
+拼一次、用到生成结束；换了权重就要用新的缓存（``model.new_cache()``）。
+
 本文件只依赖 NumPy；gpt_torch 有一个同样接口、存 torch 张量的版本。
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +30,7 @@ class KVCache:
         self.values = [np.zeros(shape, dtype=dtype) for _ in range(n_layers)]
         self.max_len = max_len
         self.pos = 0
+        self._packed: dict[int, Any] = {}
 
     def update(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """写入第 layer 层新词元的 k、v（形状 (B, nh, Tn, hs)），返回到目前为止的全部键值（视图）。"""
@@ -34,6 +41,12 @@ class KVCache:
         self.keys[layer][:, :, self.pos : end] = k
         self.values[layer][:, :, self.pos : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def packed(self, layer: int, build: Callable[[], Any]) -> Any:
+        """第 layer 层这次生成用的拼好的权重：第一次调用 build() 得到并记住，之后直接返回。"""
+        if layer not in self._packed:
+            self._packed[layer] = build()
+        return self._packed[layer]
 
     def advance(self, n: int) -> None:
         """所有层都写完后，把位置前移 n。"""

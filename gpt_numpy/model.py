@@ -84,7 +84,8 @@ class TransformerBlock(nn.Module):
 
     def infer(self, x: np.ndarray, cache: KVCache | None = None, layer: int = 0) -> np.ndarray:
         x = x + self.att.infer(self.norm1.infer(x), cache, layer)  # (B, T, C)；生成时没有 dropout
-        return x + self.ff.infer(self.norm2.infer(x))  # (B, T, C)
+        x += self.ff.infer(self.norm2.infer(x))  # x 已是新数组，原地加省一次分配
+        return x  # (B, T, C)
 
 
 class GPTModel(nn.Module):
@@ -151,14 +152,15 @@ class GPTModel(nn.Module):
             bad = int(ids[(ids < 0) | (ids >= vocab)].ravel()[0])
             raise IndexError(f"词元 id {bad} 超出嵌入表范围 [0, {vocab})")
         t = ids.shape[1]
-        x = self.tok_emb.weight.data[ids] + self.pos_emb.weight.data[start : start + t]  # (B, T, C)
-        for i, block in enumerate(self.trf_blocks):
-            x = block.infer(x, cache, i)
-        if cache is not None:
-            cache.advance(t)
-        if last_only:
-            x = x[:, -1]  # (B, C)：生成只需要最后一个位置
-        return self.final_norm.infer(x) @ self.out_head.weight.data.T  # (B, V) 或 (B, T, V)
+        with kernels.threads.blas_threads_for_matvec():  # 矩阵-向量乘由 BLAS 自己多线程（开了 CPU 调优时）
+            x = self.tok_emb.weight.data[ids] + self.pos_emb.weight.data[start : start + t]  # (B, T, C)
+            for i, block in enumerate(self.trf_blocks):
+                x = block.infer(x, cache, i)
+            if cache is not None:
+                cache.advance(t)
+            if last_only:
+                x = x[:, -1]  # (B, C)：生成只需要最后一个位置
+            return self.final_norm.infer(x) @ self.out_head.weight.data.T  # (B, V) 或 (B, T, V)
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """为生成分配一个空的 KV 缓存（长度上限为 context_length）。"""

@@ -77,6 +77,25 @@ def test_claim_sets_numpy_blas_to_one_thread_and_release_restores() -> None:
     assert _numpy_blas_threads() == before and not threads.claimed()
 
 
+@needs_blas_control
+def test_blas_threads_for_matvec_lends_threads_back_only_inside() -> None:
+    """生成时暂时把线程交还给 BLAS：块内恢复 claim 之前的线程数，出块后回到 1；没有 claim 时什么也不改。"""
+    before = _numpy_blas_threads()
+    with threads.blas_threads_for_matvec():
+        assert _numpy_blas_threads() == before
+    try:
+        assert threads.claim_blas()
+        with threads.blas_threads_for_matvec():
+            assert _numpy_blas_threads() == before
+        assert _numpy_blas_threads() == [1] * len(before)
+        with pytest.raises(RuntimeError), threads.blas_threads_for_matvec():
+            raise RuntimeError("生成中出错")
+        assert _numpy_blas_threads() == [1] * len(before) and threads.claimed()
+    finally:
+        threads.release_blas()
+    assert _numpy_blas_threads() == before
+
+
 def test_no_split_before_claim() -> None:
     """没有调优时 run_parts 整段在调用者线程里跑（import tinytensor 不改变 BLAS）。"""
     seen = []

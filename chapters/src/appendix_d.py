@@ -61,7 +61,8 @@ def pad(s: object, width: int) -> str:
     return s + " " * max(0, width - sum(2 if ord(ch) > 0x2E7F else 1 for ch in s))
 
 
-DATA = prepare_data(TrainConfig(out_dir=str(WORK / "data")))
+with contextlib.redirect_stderr(io.StringIO()):  # 准备数据时的进度提示不必留在页面上
+    DATA = prepare_data(TrainConfig(out_dir=str(WORK / "data")))
 V = DATA.tokenizer.vocab_size
 print("快速模式" if QUICK else "完整模式", f"| 词表 V = {V:,}，训练集 {len(DATA.train_tokens):,} 个词元")
 
@@ -92,7 +93,8 @@ def run(name: str, show: bool = False, **changes) -> list[dict]:
     log = io.StringIO()
     t0 = time.time()
     try:
-        with contextlib.redirect_stderr(log):
+        # 发散实验里 logits 会溢出成 inf/NaN：那正是要演示的现象，由训练循环检测并报告，不用 NumPy 的警告
+        with contextlib.redirect_stderr(log), np.errstate(over="ignore", invalid="ignore"):
             train(tcfg, MODEL, data=DATA)
         status = "完成"
     except TrainingInterrupted as e:

@@ -12,7 +12,8 @@
 所以调优开启时（``tinytensor.tuning.enable()`` 调用 ``claim_blas``）BLAS 设成单线程，由我们自己切分：
 
 - ``matmul(a, b)``：二维矩阵乘，按输出的行（行太少时按列）切成几段，每段一个线程、单线程 BLAS；
-- ``run_parts(fn, n, nt)``：通用的“切段并行”，注意力按批维切、融合输出层按行块切都用它。
+- ``run_parts(fn, n, nt)``：通用的“切段并行”，注意力按批维切、融合输出层按行块切都用它；
+- ``blas_threads_for_matvec()``：生成（逐个词元解码）时暂时把线程交还给 BLAS，矩阵-向量乘由它自己多线程。
 
 torch 的 CPU 后端也是这样：算子自己按 (批, 头) 或行块切给线程池，BLAS 调用本身不再开线程。
 实测的差别见 docs/performance.md。
@@ -35,7 +36,8 @@ torch 的 CPU 后端也是这样：算子自己按 (批, 头) 或行块切给线
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -104,6 +106,26 @@ def release_blas() -> None:
         for lib, n in _claimed:
             lib.set_num_threads(n)
         _claimed = None
+
+
+@contextlib.contextmanager
+def blas_threads_for_matvec() -> Iterator[None]:
+    """在这段代码里让 BLAS 恢复 claim_blas() 之前的线程数（没有 claim 时什么也不做）。
+
+    生成时每个词元只有几次矩阵-向量乘，耗时几乎全在读权重：OpenBLAS 自己的多线程 gemv 最快，
+    按列切给 Python 线程反而更慢（线程池的调度开销与 gemv 本身同一量级）。训练不用它。"""
+    claimed = _claimed
+    if claimed is None:
+        yield
+        return
+    for lib, n in claimed:
+        lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if _claimed is claimed:  # 中途没有被 release_blas() 撤销
+            for lib, _ in claimed:
+                lib.set_num_threads(1)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
