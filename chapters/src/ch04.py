@@ -900,7 +900,8 @@ for p_len in ((8, 64) if QUICK else (32, 256)):
 # 上面算过 GPT-2 small 写满上下文时一个序列要多少。
 #
 # PyTorch 轨道的做法相同：`gpt_torch` 的 `GPTModel.forward(idx, cache)` 接受一个缓存，把它一层层传给注意力层。
-# 两条轨道的 `KVCache` 几乎一字不差：除了注释，diff 只剩数组换成张量、多了一个 `device` 参数（缓存要和模型放在同一块 GPU 上）：
+# 两条轨道的 `KVCache` 几乎一字不差：除了注释，diff 只剩数组换成张量、多了一个 `device` 参数（缓存要和模型放在同一块 GPU 上），
+# 以及 NumPy 版多出的 `packed`（存放这次生成拼好的权重，下面马上会看到它的用处）：
 
 # %%
 from gpt_numpy import kv_cache as NK
@@ -914,7 +915,9 @@ print("\ntorch 轨道：带缓存与不带缓存生成的词元相同:", t_out.t
 
 # %% [markdown]
 # 库里的 NumPy 轨道把带缓存的前向写成了各模块的 `infer` 方法（就是上面几个函数，只是 LayerNorm、GELU、注意力
-# 换成了融合内核）。注意力层的那一段：
+# 换成了融合内核）。注意力层的那一段多了一个为速度做的改动：逐个解码时输入只有一行，三次投影各是一次
+# 矩阵-向量乘，调用本身的开销不可忽略，所以把 `W_query`、`W_key`、`W_value` 上下拼成一个 `(3C, C)` 矩阵，一次乘完
+# 再切成 q、k、v。拼好的矩阵存在这次生成的缓存里（`cache.packed`），一次生成之中权重不变，只拼一次：
 
 # %%
 print(inspect.getsource(NM.MultiHeadAttention.infer))
