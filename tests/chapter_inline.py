@@ -16,21 +16,24 @@ ROOT = Path(__file__).resolve().parent.parent
 MARK = "# 章内实现"
 
 
-def inline_namespace(chapter: str, min_cells: int = 5) -> dict[str, Any]:
-    """执行 chapters/src/<chapter>.py 中所有以 `# 章内实现` 开头的代码单元，返回它们定义的名字。"""
+def inline_cells(chapter: str) -> list[str]:
+    """chapters/src/<chapter>.py 中所有以 `# 章内实现` 开头的代码单元的源码。"""
     sys.path.insert(0, str(ROOT / "chapters"))
     try:
         from build import parse_source
     finally:
         sys.path.pop(0)
     cells = parse_source((ROOT / "chapters" / "src" / f"{chapter}.py").read_text(encoding="utf-8"))
+    return [body for kind, body in cells if kind == "code" and body.lstrip().startswith(MARK)]
+
+
+def inline_namespace(chapter: str, min_cells: int = 5) -> dict[str, Any]:
+    """执行 chapters/src/<chapter>.py 中所有以 `# 章内实现` 开头的代码单元，返回它们定义的名字。"""
     ns: dict[str, Any] = {"__name__": f"inline_{chapter}"}
-    n = 0
-    for kind, body in cells:
-        if kind == "code" and body.lstrip().startswith(MARK):
-            exec(compile(body, f"<{chapter} 章内实现 #{n}>", "exec"), ns)
-            n += 1
-    assert n >= min_cells, f"{chapter} 里只找到 {n} 个“章内实现”单元"
+    cells = inline_cells(chapter)
+    for n, body in enumerate(cells):
+        exec(compile(body, f"<{chapter} 章内实现 #{n}>", "exec"), ns)
+    assert len(cells) >= min_cells, f"{chapter} 里只找到 {len(cells)} 个“章内实现”单元"
     return ns
 
 

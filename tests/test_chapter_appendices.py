@@ -24,45 +24,22 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from chapter_inline import ROOT, inline_cells, inline_namespace  # noqa: E402
+
 import tinytensor as tt  # noqa: E402
 from llmcore.batches import StepBatches  # noqa: E402
 from llmcore.schedule import warmup_cosine_lr  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-ROOT = Path(__file__).resolve().parent.parent
-MARK = "# 章内实现"
-
-
-def inline_cells(chapter: str) -> list[str]:
-    """chapters/src/<chapter>.py 中所有以 `# 章内实现` 开头的代码单元的源码。"""
-    sys.path.insert(0, str(ROOT / "chapters"))
-    try:
-        from build import parse_source
-    finally:
-        sys.path.pop(0)
-    cells = parse_source((ROOT / "chapters" / "src" / f"{chapter}.py").read_text(encoding="utf-8"))
-    return [body for kind, body in cells if kind == "code" and body.lstrip().startswith(MARK)]
-
-
-def inline_namespace(chapter: str) -> dict[str, Any]:
-    """执行这些单元，返回它们定义的名字。"""
-    ns: dict[str, Any] = {"__name__": f"inline_{chapter}"}
-    cells = inline_cells(chapter)
-    for n, body in enumerate(cells):
-        exec(compile(body, f"<{chapter} 章内实现 #{n}>", "exec"), ns)
-    assert len(cells) >= 3, f"{chapter} 里只找到 {len(cells)} 个“章内实现”单元"
-    return ns
-
-
 @pytest.fixture(scope="module")
 def appd() -> dict[str, Any]:
-    return inline_namespace("appendix_d")
+    return inline_namespace("appendix_d", min_cells=3)
 
 
 @pytest.fixture(scope="module")
 def appa() -> dict[str, Any]:
-    return inline_namespace("appendix_a")
+    return inline_namespace("appendix_a", min_cells=3)
 
 
 # ---------------- 附录 D ----------------
