@@ -86,13 +86,12 @@ def build_classifier(cfg: GPTConfig, base_state: dict[str, np.ndarray] | None, n
     return model
 
 
-class ClassifierBackend:
-    """共用分类训练循环 (llmcore/finetune/cls_trainer.py) 的 PyTorch 后端。"""
+class FinetuneOptimizer:
+    """微调后端共用的优化部分（第 6 章分类、第 7 章 SFT/DPO）：可训练参数分两组的 AdamW
+    （二维以上的权重做权重衰减），每步设学习率、按全局范数裁剪梯度。"""
 
-    track = "gpt_torch"
-
-    def __init__(self, model: GPTModel, lr: float, weight_decay: float, grad_clip: float, mode: str) -> None:
-        self.model, self.mode, self.grad_clip = model, mode, grad_clip
+    def __init__(self, model: GPTModel, lr: float, weight_decay: float, grad_clip: float) -> None:
+        self.model, self.grad_clip = model, grad_clip
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         decay = decay_names({n: tuple(p.shape) for n, p in named})
         groups = [
@@ -102,16 +101,30 @@ class ClassifierBackend:
         self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999), eps=1e-8)
         self._params = [p for _, p in named]
 
-    def train_step(self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, lr: float) -> float:
-        self.model.train()
-        self.opt.zero_grad(set_to_none=True)
-        loss = class_loss(self.model, ids, lengths, labels)
+    def _update(self, loss: torch.Tensor, lr: float) -> None:
+        """反向传播、裁剪、按 lr 更新一步（调用前先 zero_grad）。"""
         loss.backward()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.step()
+
+
+class ClassifierBackend(FinetuneOptimizer):
+    """共用分类训练循环 (llmcore/finetune/cls_trainer.py) 的 PyTorch 后端。"""
+
+    track = "gpt_torch"
+
+    def __init__(self, model: GPTModel, lr: float, weight_decay: float, grad_clip: float, mode: str) -> None:
+        super().__init__(model, lr, weight_decay, grad_clip)
+        self.mode = mode
+
+    def train_step(self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, lr: float) -> float:
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss = class_loss(self.model, ids, lengths, labels)
+        self._update(loss, lr)
         return float(loss.item())
 
     @staticmethod

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from llmcore.config import GPTConfig
-from llmcore.finetune.cls_common import decay_names
 from llmcore.finetune.dpo_data import DPOStats
 from llmcore.weight_init import init_arrays
 
 from . import dpo, lora
+from .classifier import FinetuneOptimizer
 from .generate import generate
 from .model import GPTModel
 
@@ -70,30 +70,15 @@ def answer(model: GPTModel, prompt_ids: list[int], max_new_tokens: int, eos_id: 
     return new[: new.index(eos_id)] if eos_id in new else new
 
 
-class InstructBackend:
+class InstructBackend(FinetuneOptimizer):
     """共用训练循环的 PyTorch 后端：sft_step / dpo_step / reference_logprobs / answer。"""
 
     track = "gpt_torch"
 
     def __init__(self, model: GPTModel, lr: float = 5e-5, weight_decay: float = 0.1, grad_clip: float = 1.0,
                  reference: GPTModel | None = None) -> None:
-        self.model, self.reference, self.grad_clip = model, reference, grad_clip
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        decay = decay_names({n: tuple(p.shape) for n, p in named})
-        groups = [
-            {"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
-            {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
-        ]
-        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999), eps=1e-8)
-        self._params = [p for _, p in named]
-
-    def _update(self, loss: torch.Tensor, lr: float) -> None:
-        loss.backward()
-        if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        self.opt.step()
+        super().__init__(model, lr, weight_decay, grad_clip)
+        self.reference = reference
 
     def sft_step(self, inputs: np.ndarray, targets: np.ndarray, lr: float) -> float:
         self.model.train()
