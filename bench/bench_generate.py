@@ -2,7 +2,8 @@
 
     python bench/bench_generate.py            # 配置 "small"，200 个新词元，每项重复 3 次取中位数
     python bench/bench_generate.py --quick    # 30 个新词元、重复 1 次，几秒钟看个大概
-    python bench/bench_generate.py --gpt2     # 另测 GPT-2 124M 结构（随机权重）
+    python bench/bench_generate.py --gpt2     # 另测原版 GPT-2 small 结构（随机权重；qkv 带偏置、共享输出层，
+                                              # 124,439,808 个参数）
     python bench/bench_generate.py --threads 1   # NumPy(BLAS) 与 torch 都只用 1 个线程
 
 机器有噪声：同一次运行里测两条轨道，看比值。每条轨道在独立的子进程里运行（torch 的 OpenMP 线程池与
@@ -147,7 +148,7 @@ def report(name: str, r: dict[str, float], tracks: list[str], bandwidth: float) 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="30 个新词元、重复 1 次、1 轮")
-    p.add_argument("--gpt2", action="store_true", help="另测 GPT-2 124M 结构")
+    p.add_argument("--gpt2", action="store_true", help="另测原版 GPT-2 small 结构（124,439,808 个参数）")
     p.add_argument("--new-tokens", type=int, default=None, help="新词元数（默认 200，--quick 时 30）")
     p.add_argument("--repeats", type=int, default=None, help="每个子进程里每项重复次数（默认 3，--quick 时 1）")
     p.add_argument("--rounds", type=int, default=None, help="两条轨道交替的轮数（默认 2，--quick 时 1）")

@@ -22,7 +22,11 @@ T = TypeVar("T")
 
 @dataclass
 class GPTConfig:
-    """GPT 的结构超参数。默认值为 GPT-2 small（124M）。"""
+    """GPT 的结构超参数。
+
+    默认值是原书第 4 章的 GPT-2 small：qkv 不带偏置、输出层不共享，共 163,009,536 个参数。原版 GPT-2 的 qkv 带偏置、
+    输出层与词元嵌入共享，即常说的“124M”：124,439,808 个；qkv 不带偏置而共享时是 124,412,160 个。
+    """
 
     vocab_size: int = 50257
     context_length: int = 1024
@@ -206,7 +210,8 @@ class TrainConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     # 默认任务：人民日报语料，字符级分词，2 核 CPU 上不到 10 分钟
     "default": {},
-    # 原书第 5 章的实验：the-verdict.txt，GPT-2 124M 结构（上下文 256），batch 2，AdamW 4e-4，wd 0.1，10 轮
+    # 原书第 5 章的实验：the-verdict.txt，GPT-2 small 结构（上下文 256，qkv 不带偏置、输出层不共享：
+    # 162,419,712 个参数），batch 2，AdamW 4e-4，wd 0.1，10 轮
     "book-verdict": dict(
         data="verdict", tokenizer="gpt2", preset="gpt2-small", context_length=256, sampling="epoch",
         init="torch", batch_size=2, epochs=10, lr=4e-4, min_lr=4e-4, warmup_steps=0, schedule="constant",
