@@ -646,7 +646,7 @@ except ValueError as e:
 
 # %% [markdown]
 # `BatchLoader` 把窗口组成形状为 (B, T) 的批次：B 是批大小，T 是序列长度。`shuffle=True` 时
-# 每个 epoch 按 (seed, epoch) 打乱一次，结果可复现。PyTorch 轨道用 `gpt_torch.data` 里的
+# 每一轮 (epoch) 按 (seed, 轮次) 打乱一次，结果可复现。PyTorch 轨道用 `gpt_torch.data` 里的
 # `create_torch_dataloader`，切窗口的代码是同一份，只是最后交给 `torch.utils.data.DataLoader`。
 
 # %%

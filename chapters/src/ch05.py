@@ -289,7 +289,7 @@ print(f"一元模型：验证集交叉熵 {unigram:.4f}，困惑度 {math.exp(un
 # 一个窗口同时包含 T 道“猜下一个字”的题。训练器用 `llmcore.batches.StepBatches` 取批次，它有两种方式：
 #
 # - `random`（默认，nanoGPT 的做法）：每个批次随机取 B 个起点。语料很长、训练步数远不到一轮时，这样最简单。
-# - `epoch`（原书的做法）：按步长切出全部窗口，每一轮打乱一次依次取完。5.9 节原书的实验用它。
+# - `epoch`（原书的做法）：按步幅切出全部窗口，每一轮打乱一次依次取完。5.9 节原书的实验用它。
 #
 # 两种方式有一个共同点：**第 i 个批次完全由 (种子, i) 决定**。所以续训时只要记住“已经走到第几步”，
 # 就能接着取出一模一样的数据，不必保存数据加载器的状态。
@@ -310,7 +310,7 @@ print(f"epoch 方式（T=128、步长 128、B=16）：每轮 {len(ep.starts):,} 
 
 # %% [markdown]
 # 评估用的批次则是**固定**的一组（`eval_batches`）：每次评估都在同一批数据上算损失，曲线的起伏才反映模型的变化，
-# 而不是抽样的运气。random 方式下，训练集上随机取固定的起点，验证集上等距取；epoch 方式下两者都取按步长对齐的窗口，与原书相同。
+# 而不是抽样的运气。random 方式下，训练集上随机取固定的起点，验证集上等距取；epoch 方式下两者都取按步幅对齐的窗口，与原书相同。
 
 # %% [markdown]
 # ## 5.4 一个手写的训练循环，两条轨道并排
@@ -914,7 +914,7 @@ for seed in (1, 2):
 # %% [markdown]
 # 命令行也是一样：`python -m gpt_numpy generate --ckpt=<输出目录> --prompt=新华社北京 --seed=1` 与
 # `python -m gpt_torch generate ...` 打印同一段文字（流式输出，一个字一个字地出来）。
-# `generate` 默认使用 KV 缓存（第 4 章的延伸：已算过的键和值不再重算），`--no-cache` 可以关掉它做对比。
+# `generate` 默认使用 KV 缓存（第 4 章 4.11 节：已算过的键和值不再重算），`--no-cache` 可以关掉它做对比。
 
 # %% [markdown]
 # ## 5.7 保存、加载与跨轨道续训
@@ -1041,7 +1041,7 @@ print(f"全部 {2 * N} 步的最大差 {diff:.1e}")
 # ## 5.8 加载 OpenAI 的 GPT-2 权重
 #
 # 从零训练一个像样的大模型要花很多算力；OpenAI 公开了 GPT-2 的权重，我们的模型结构与它一致，可以直接装进去。
-# `download_gpt2("124M")` 从 Hugging Face 下载 `config.json` 和 `model.safetensors`（约 500 MB，缓存在
+# `download_gpt2("124M")`（原版 GPT-2 small：qkv 带偏置、输出层与词元嵌入共享，124,439,808 个参数）从 Hugging Face 下载 `config.json` 和 `model.safetensors`（约 500 MB，缓存在
 # `LLMZH_CACHE`，缺省 `~/.cache/llm-zh`；国内可设置 `HF_ENDPOINT` 指向镜像），`load_hf_gpt2` 把它装进模型。
 #
 # 装载时要处理三件事（代码在 `llmcore/hf_gpt2.py`，两条轨道共用）：
