@@ -42,7 +42,7 @@ class StepBatches:
             if self.batches_per_epoch == 0:
                 raise ValueError(
                     f"训练数据只能切出 {len(self.starts)} 个窗口（词元 {len(tokens)}，窗口 {context_length}，"
-                    f"步长 {self.stride}），不够一个批次 {batch_size}"
+                    f"步幅 {self.stride}），不够一个批次 {batch_size}"
                 )
             self._perm_epoch = -1
             self._perm = self.starts
@@ -89,7 +89,7 @@ def eval_batches(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """固定的一组评估批次（最多 n_batches 个）。
 
-    - stride > 0：像原书那样按步长切出不重叠的滑动窗口，按顺序取，最后一个批次可以不满；
+    - stride > 0：像原书那样按步幅切出滑动窗口（步幅等于窗口长度时互不重叠），按顺序取，最后一个批次可以不满；
     - 否则 seed 为 None 时在数据上等距取起点（验证集），给出 seed 时按种子随机取（训练集）。
     """
     t = context_length

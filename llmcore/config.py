@@ -103,7 +103,7 @@ class TrainConfig:
     bpe_vocab_size: int = 8000  # tokenizer=bpe 时训练的词表大小
     val_fraction: float = 0.1  # 自定义文本 / verdict：最后这一比例的字符作验证集
     sampling: str = "random"  # random：每步随机取窗口（nanoGPT）| epoch：滑动窗口分轮次打乱（原书）
-    stride: int = 0  # epoch 模式的滑动步长，0 表示等于 context_length
+    stride: int = 0  # epoch 模式的滑动步幅，0 表示等于 context_length
     # 模型
     preset: str = "tiny"
     init: str = "gpt2"  # gpt2：N(0, 0.02) 并缩放残差投影 | torch：各层的默认初始化（原书）

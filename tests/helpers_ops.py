@@ -63,7 +63,7 @@ class Case:
     shapes: tuple[tuple[int, ...], ...]
     domains: tuple[str, ...] | str = "normal"
     torch_fn: Callable[..., Any] | None = None  # API 与 torch 不同时
-    torch: bool = True  # 是否与 torch 对照（如 torch 不支持负步长切片）
+    torch: bool = True  # 是否与 torch 对照（如 torch 不支持负步幅切片）
     grad: tuple[bool, ...] | None = None  # 哪些输入需要梯度，默认全部
     rtol32: float = 1e-4
     atol32: float = 1e-5
@@ -283,7 +283,7 @@ CASES: list[Case] = [
     Case("index-slice-array", lambda m, x: x[:, _const(m, np.array([4, 0, 4]))], ((4, 5),)),
     Case("index-bool-2d", lambda m, x: x[_const(m, MASK_45)], ((4, 5),)),
     Case("index-bool-rows", lambda m, x: x[_const(m, MASK_ROW)], ((4, 5),)),
-    Case("index-neg-step", lambda m, x: x[::-1, ::-2], ((4, 5),), torch=False),  # torch 不支持负步长
+    Case("index-neg-step", lambda m, x: x[::-1, ::-2], ((4, 5),), torch=False),  # torch 不支持负步幅
     # ---- gather / cat / stack / split
     Case("gather-1", lambda m, x: x.gather(1, _const(m, GATHER_IDX1)), ((3, 4),)),
     Case("gather-short", lambda m, x: x.gather(1, _const(m, GATHER_SHORT)), ((3, 4),)),

@@ -1,6 +1,6 @@
 """逐算子与 PyTorch 对照：前向、反向（同一个随机上游梯度）、输出与梯度的 dtype。
 
-覆盖连续与非连续（转置、带步长切片、非连续的叶子数据）输入，float64 严格（rtol 1e-10）、float32 宽松。
+覆盖连续与非连续（转置、带步幅切片、非连续的叶子数据）输入，float64 严格（rtol 1e-10）、float32 宽松。
 """
 
 from __future__ import annotations

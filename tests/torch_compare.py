@@ -7,7 +7,7 @@
 - contig：普通连续张量；
 - T：叶子存成最后两维交换后的形状，输入是 ``leaf.transpose(-1, -2)``（非连续）；
 - step：叶子第 0 维长一倍，输入是 ``leaf[::2]``；没被选中的元素填 NaN，漏算进结果会被发现；
-- npview：叶子自己的 .data 就是非连续的 NumPy 视图（转置或带步长）。
+- npview：叶子自己的 .data 就是非连续的 NumPy 视图（转置或带步幅）。
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def make_leaves(
         return tl, tl[::2], ql, ql[::2]
     if layout == "npview" and nd >= 1:
         view = np.ascontiguousarray(a.swapaxes(-1, -2)).swapaxes(-1, -2) if nd >= 2 else a
-        if view.flags.c_contiguous:  # 转置后仍连续（有长度为 1 的维）：改用最后一维带步长的视图
+        if view.flags.c_contiguous:  # 转置后仍连续（有长度为 1 的维）：改用最后一维带步幅的视图
             base = np.full(a.shape[:-1] + (2 * a.shape[-1],), np.nan, dtype=dtype)
             base[..., ::2] = a
             view = base[..., ::2]

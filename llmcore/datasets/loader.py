@@ -1,7 +1,7 @@
 """NumPy 轨道的批加载器：把数据集的窗口组成 (B, T) 的批次。
 
-- `shuffle=True` 时每个 epoch 用 `numpy.random.default_rng((seed, epoch))` 打乱一次：
-  同一个 seed、同一个 epoch 总是同样的顺序；每遍历一次，epoch 自动加一（也可用 `set_epoch`）。
+- `shuffle=True` 时每一轮 (epoch) 用 `numpy.random.default_rng((seed, epoch))` 打乱一次：
+  同一个 seed、同一轮总是同样的顺序；每遍历一次，轮次 epoch 自动加一（也可用 `set_epoch`）。
 - `drop_last=True` 时丢掉最后凑不满 batch_size 的一批；若数据集连一批都凑不满就直接报错，
   而不是给出一个空的加载器。
 """
@@ -42,7 +42,7 @@ class BatchLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """指定下一次遍历使用的 epoch 编号（决定打乱顺序）。"""
+        """指定下一次遍历是第几轮（epoch，决定打乱顺序）。"""
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:

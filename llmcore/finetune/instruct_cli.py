@@ -36,7 +36,7 @@ FIELD_HELP = {
     "lora_targets": "加 LoRA 的层：all | attn | qv | 逗号分隔的模块路径",
     "mask_prompt": "提示部分的目标写 -100，只在回答上算损失（--mask_prompt=false 则提示也算）",
     "allowed_max_length": "每批截断到这个长度（原书的 allowed_max_length）；0 = 模型的上下文长度",
-    "batch_size": "批大小", "epochs": "训练轮数", "max_steps": "> 0 时按步数训练（优先于 epochs）",
+    "batch_size": "批大小", "epochs": "训练轮数", "max_steps": "> 0 时按步数训练（优先于 --epochs）",
     "lr": "学习率（AdamW，恒定）", "weight_decay": "权重衰减", "grad_clip": "梯度裁剪的范数上限，0 = 不裁剪",
     "eval_interval": "每这么多步在验证集上评估一次", "eval_limit": "训练途中的评估只用验证集的前这么多条（0 = 全部）",
     "eval_split": "训练后在哪个划分上生成并打分：test | val | none",
