@@ -625,8 +625,8 @@ for s in (samples[0], samples[len(samples) // 2], samples[-1]):
 # %% [markdown]
 # ### 默认任务的完整运行
 #
-# 维护者用默认设置（`python -m gpt_numpy train` 和 `python -m gpt_torch train`，各 2000 步）各完整训练过一次，
-# 把两份 `metrics.jsonl` 存进仓库，即 `docs/results/default-numpy.jsonl` 和 `default-torch.jsonl`。下面读出它们（文件还不在时跳过）：
+# 用默认设置（`python -m gpt_numpy train` 和 `python -m gpt_torch train`，各 2000 步）两条轨道各完整训练一次，
+# 两份 `metrics.jsonl` 存在仓库里：`docs/results/default-numpy.jsonl` 和 `default-torch.jsonl`。下面读出它们：
 
 # %%
 RESULTS = ROOT / "docs" / "results"
@@ -1242,7 +1242,7 @@ if verdict is not None:
 
 # %% [markdown]
 # 步数不多，但每一步都要对一个一亿六千万参数的模型做前向、反向和 AdamW 更新，在 CPU 上一条轨道要跑上好一阵
-# （实际用时见下面读出的记录）。所以本章不现场训练，而是读取维护者完整运行后存进仓库的两份记录：
+# （实际用时见下面读出的记录）。所以本章不现场训练，而是读取完整运行后存进仓库的两份记录：
 # `docs/results/book-verdict-numpy.jsonl` 和 `docs/results/book-verdict-torch.jsonl`，它们就是上面两条命令
 # 各自输出目录里的 `metrics.jsonl`。对照的是原书给出的数字：开始时训练/验证损失约 9.82 / 9.92，
 # 10 轮后约 0.57 / 6.37，验证损失最低约 6.1。

@@ -31,8 +31,8 @@
 #
 # 下面的代码按顺序找基座：`runs/base-zh`（上面的正式配方）→ `runs/base-zh-tiny`（一个替身：tiny 结构、
 # 字符级分词，同样的语料，训练 400 步，约 8 分钟）→ 都没有时当场训练一个更小的替身（几十步，只为让代码跑通）。
-# **本文件保存的输出来自 `runs/base-zh-tiny` 这个替身**：一小时的正式运行还没有做，做完之后重新构建本章，
-# 表格里的数字会换成正式基座的。设置 `LLMZH_QUICK=1` 时（测试这样运行）只用当场训练的小替身，数据也只取一小部分。
+# **本页保存的输出来自 `runs/base-zh-tiny` 这个替身**，不是正式配方的基座；自己运行上面的配方得到 `runs/base-zh` 之后
+# 再执行本章，用的就是正式基座。设置 `LLMZH_QUICK=1` 时（测试这样运行）只用当场训练的小替身，数据也只取一小部分。
 
 # %%
 import json
@@ -439,9 +439,9 @@ else:
 #   数字可能移动两三个百分点。
 # - 训练用时受机器负载影响很大（运行时同一台机器上还有其他任务），只能粗略参考；n-gram 那一行的用时包括在三个正则强度里挑选。
 #
-# 正式的基座（1700 万参数、BPE、一小时预训练）训练完成后，运行
-# `python -m llmcore.finetune.results --ckpt=runs/base-zh --out=docs/results/ch06-base-zh` 再重建本章，
-# 才能回答真正的问题：预训练过的中文 GPT 能否在这个任务上超过 n-gram 基线。
+# 真正的问题——预训练过的中文 GPT 能否在这个任务上超过 n-gram 基线——要用正式的基座（1700 万参数、BPE、一小时预训练）
+# 来回答：有了 `runs/base-zh` 之后，运行 `python -m llmcore.finetune.results --ckpt=runs/base-zh --out=docs/results/ch06-base-zh`
+# 就得到同样一张表。
 
 # %% [markdown]
 # ## 6.8 原书的英文版本：短信垃圾分类
