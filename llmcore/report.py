@@ -22,17 +22,16 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def plot_losses(history: Sequence[dict[str, Any]], path: str | Path, tokens_per_step: int | None = None) -> Path | None:
     """画训练损失（每个记录点）与评估时的训练/验证损失；横轴为步数，上方第二横轴为已见词元数。"""
     import matplotlib
+    from matplotlib.figure import Figure  # 不经过 pyplot：不改后端，也不在 notebook 里多出一张图
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    zh = _use_cjk_font(plt)
+    zh = _use_cjk_font(matplotlib)
     lab = _LABELS_ZH if zh else _LABELS_EN
     train = [(r["step"], r["loss"]) for r in history if r.get("type") == "train"]
     evals = [r for r in history if r.get("type") == "eval"]
     if not train and not evals:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), color="#9ecae1", lw=1, label=lab[0])
     if evals:
@@ -51,7 +50,6 @@ def plot_losses(history: Sequence[dict[str, Any]], path: str | Path, tokens_per_
     p = Path(path)
     tmp = p.with_name("." + p.name + ".tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     tmp.replace(p)
     return p
 
@@ -64,7 +62,9 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Zen Hei", "WenQuanYi
 
 
 def _use_cjk_font(plt: Any) -> bool:
-    """系统有中文字体时用它并返回 True；没有时返回 False，图中改用英文标签（避免显示成方框）。"""
+    """系统有中文字体时用它并返回 True；没有时返回 False，图中改用英文标签（避免显示成方框）。
+
+    plt 是 matplotlib.pyplot 或 matplotlib 模块（两者的 rcParams 是同一个对象）。"""
     from matplotlib import font_manager
 
     names = {f.name for f in font_manager.fontManager.ttflist}
