@@ -82,9 +82,26 @@ def _train_row(key: str, name: str, track: str, res: dict[str, Any], wall: float
             **{k: res[k] for k in keep if k in res}}
 
 
+class _ZhHelp(argparse.HelpFormatter):
+    """--help 的用法行用中文前缀，每个参数后面写出默认值。"""
+
+    def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: str | None = None) -> None:
+        super().add_usage(usage, actions, groups, prefix="用法：")
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and action.option_strings != ["-h", "--help"]:
+            text += f"（默认 {action.default if action.default != '' else '空'}）"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m llmcore.finetune.instruct_results",
-                                 description="第 7 章的结果表：基座 / SFT / SFT+DPO 在中文基准上的 EM / F1（一次运行）")
+    ap = argparse.ArgumentParser(prog="python -m llmcore.finetune.instruct_results", formatter_class=_ZhHelp,
+                                 add_help=False,
+                                 description="第 7 章的结果表：基座 / SFT / SFT+DPO 在中文基准上的 EM / F1"
+                                             "（一次运行）；决定用时的参数见模块开头的说明")
+    ap._optionals.title = "参数"
+    ap.add_argument("-h", "--help", action="help", help="显示本说明并退出")
     ap.add_argument("--ckpt", default="runs/base-zh", help="基座检查点（或训练输出目录）")
     ap.add_argument("--out", default="docs/results/ch07-bench", help="输出文件前缀（写 .json 与 .md）")
     ap.add_argument("--work", default="runs/ch07-results", help="各次运行的输出目录")
@@ -98,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--limit_test", type=int, default=300, help="三次打分都用测试划分的前 N 题（0 = 全部）")
     ap.add_argument("--eval_limit", type=int, default=100, help="训练途中的验证只用验证划分的前 N 条")
     ap.add_argument("--eval_interval", type=int, default=200, help="每这么多步验证一次")
-    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--batch_size", type=int, default=8, help="SFT 与 DPO 的批大小")
     ap.add_argument("--sft_max_steps", type=int, default=800, help="SFT 的步数")
     ap.add_argument("--dpo_max_steps", type=int, default=150, help="DPO 的步数")
     ap.add_argument("--sft_lr", type=float, default=1e-4, help="SFT 的学习率（AdamW，恒定）")
