@@ -58,10 +58,10 @@ CHAPTERS: list[Chapter] = [
         "`llmcore/finetune/`（`classify_data.py`、`cls_trainer.py`、`baselines.py`、`results.py`）、两边的 `classifier.py`",
     ),
     Chapter(
-        "ch07", "第 7 章 指令微调与偏好对齐 (DPO)", "让模型听懂指令，再按偏好数据对齐",
+        "ch07", "第 7 章 指令微调与偏好调优", "让模型听懂指令（SFT），再用偏好对学会哪种回答更好（DPO）",
         "`llmcore/finetune/`（`instruct_bench.py`、`instruct_data.py`、`sft_data.py`、`dpo_data.py`、"
-        "`instruct_trainer.py`、`instruct_run.py`、`instruct_cli.py`、`instruct_eval.py`）、两边的 `instruct.py`、`dpo.py`",
-        written=False,
+        "`instruct_trainer.py`、`instruct_run.py`、`instruct_cli.py`、`instruct_eval.py`、`instruct_results.py`）、"
+        "两边的 `instruct.py`、`dpo.py`",
     ),
     Chapter(
         "ch08", "第 8 章（上）在实践中使用大语言模型：Qwen3", "从零实现 Qwen3，在 CPU 上量化推理",

@@ -293,7 +293,7 @@ print("PyTorch     :", torch.nn.functional.cross_entropy(torch.tensor(logits), t
 # | 第 4 章 从零搭一个 GPT | 层归一化、GELU 前馈网络、残差连接、Transformer 块、生成文本 | `chapters/ch04.ipynb`（练习答案 `ch04_solutions.ipynb`） | `gpt_numpy/model.py`、`gpt_torch/model.py`、`generate.py`、`kv_cache.py`、`llmcore/generation.py` |
 # | 第 5 章 在无标注数据上预训练 | 损失、训练循环、采样策略、检查点与续训、加载 GPT-2 权重 | `chapters/ch05.ipynb`（练习答案 `ch05_solutions.ipynb`） | `llmcore/trainer.py`、`train.py`、`cli.py`、`checkpoint.py`、`sampling.py`、`pretrained.py` |
 # | 第 6 章 分类微调 | 给 GPT 换上分类头，判断评论是好评还是差评 | `chapters/ch06.ipynb` | `llmcore/finetune/`（`classify_data.py`、`cls_trainer.py`、`baselines.py`、`results.py`）、两边的 `classifier.py` |
-# | 第 7 章 指令微调与偏好对齐 (DPO) | 让模型听懂指令，再按偏好数据对齐 | （还没有写） | `llmcore/finetune/`（`instruct_bench.py`、`instruct_data.py`、`sft_data.py`、`dpo_data.py`、`instruct_trainer.py`、`instruct_run.py`、`instruct_cli.py`、`instruct_eval.py`）、两边的 `instruct.py`、`dpo.py` |
+# | 第 7 章 指令微调与偏好调优 | 让模型听懂指令（SFT），再用偏好对学会哪种回答更好（DPO） | `chapters/ch07.ipynb`（练习答案 `ch07_solutions.ipynb`） | `llmcore/finetune/`（`instruct_bench.py`、`instruct_data.py`、`sft_data.py`、`dpo_data.py`、`instruct_trainer.py`、`instruct_run.py`、`instruct_cli.py`、`instruct_eval.py`、`instruct_results.py`）、两边的 `instruct.py`、`dpo.py` |
 # | 第 8 章（上）在实践中使用大语言模型：Qwen3 | 从零实现 Qwen3，在 CPU 上量化推理 | `chapters/ch08.ipynb` | `llmcore/qwen3/`、`llmcore/tokenizers/hf_json.py`、`gpt_numpy/qwen3.py`、`gpt_numpy/quant.py`、`gpt_torch/qwen3.py`、`tinytensor/kernels/int8_matmul.py` |
 # | 第 8 章（下）服务与界面 | OpenAI 兼容的服务、流式输出与聊天页面 | `chapters/ch08_serve.ipynb` | `llmcore/server/`（`app.py`、`engine.py`、`protocol.py`、`chat_template.py`、`static/`） |
 # | 自动求导的内部 | tinytensor 的计算图、反向传播、梯度检查、numba 内核 | `chapters/autograd.ipynb` | `tinytensor/`（`autograd.py`、`ops/`、`kernels/`、`viz.py`） |

