@@ -19,8 +19,8 @@
 # %% [markdown]
 # ## E.0 准备
 #
-# 基座的选取与第 6 章相同：有 `runs/base-zh`（正式配方）就用它，否则用替身 `runs/base-zh-tiny`，
-# 都没有（或 `LLMZH_QUICK=1`）时当场训练一个很小的替身。**本文件保存的输出来自替身 `runs/base-zh-tiny`**。
+# 基座与第 6 章相同：`python -m gpt_numpy train --recipe=base-zh` 训练出的 `runs/base-zh`（small 结构、中文 BPE）。
+# 还没有它（或设置了 `LLMZH_QUICK=1`，测试这样运行）时，当场训练一个很小的替身，只为让代码跑通。
 
 # %%
 import contextlib
@@ -45,6 +45,7 @@ from gpt_torch.model import GPTModel as TorchGPT
 from llmcore.checkpoint import load_model_state
 from llmcore.config import GPTConfig, TrainConfig
 from llmcore.finetune import classify_data as cd
+from llmcore.checkpoint import CheckpointError
 from llmcore.finetune.cls_trainer import ClsConfig, find_base_checkpoint, run
 
 QUICK = os.environ.get("LLMZH_QUICK") == "1"
@@ -56,11 +57,10 @@ torch.set_num_threads(1)
 
 def find_base() -> Path:
     if not QUICK:
-        for name in ("base-zh", "base-zh-tiny"):
-            try:
-                return find_base_checkpoint(ROOT / "runs" / name)
-            except FileNotFoundError:
-                pass
+        try:
+            return find_base_checkpoint(ROOT / "runs" / "base-zh")
+        except CheckpointError:
+            print("没有找到 runs/base-zh：先运行 python -m gpt_numpy train --recipe=base-zh；下面用当场训练的小替身")
     from gpt_numpy.train import train
 
     out = WORK / "base-standin"
@@ -339,7 +339,7 @@ print("合并后还有 LoRA 层吗？", bool(TL.lora_modules(t_model)), "| 参�
 
 # %%
 bench = ROOT / "docs" / "results" / "bench-lora.md"
-print(bench.read_text(encoding="utf-8") if bench.is_file() else "还没有基准记录：运行 python -m bench.bench_lora")
+print(bench.read_text(encoding="utf-8"))
 
 # %% [markdown]
 # ## 小结

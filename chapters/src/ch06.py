@@ -54,6 +54,7 @@ from gpt_torch.model import GPTModel as TorchGPT
 from llmcore.checkpoint import load_model_state
 from llmcore.config import TrainConfig
 from llmcore.finetune import classify_data as cd
+from llmcore.checkpoint import CheckpointError
 from llmcore.finetune.cls_trainer import ClsConfig, find_base_checkpoint, run
 from llmcore.tokenizers import load_tokenizer
 from tinytensor.nn import functional as F
@@ -74,11 +75,10 @@ def pad(s: object, width: int) -> str:
 def find_base() -> Path:
     """按顺序找基座：正式配方 → 替身 → 当场训练一个很小的替身。"""
     if not QUICK:
-        for name in ("base-zh", "base-zh-tiny"):
-            try:
-                return find_base_checkpoint(ROOT / "runs" / name)
-            except FileNotFoundError:
-                pass
+        try:
+            return find_base_checkpoint(ROOT / "runs" / "base-zh")
+        except CheckpointError:
+            print("没有找到 runs/base-zh：先运行 python -m gpt_numpy train --recipe=base-zh；下面用当场训练的小替身")
     from gpt_numpy.train import train
 
     out = WORK / "base-standin"

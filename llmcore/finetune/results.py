@@ -78,9 +78,16 @@ def gpt_row(key: str, name: str, track: str, args: list[str], work: Path, common
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, env=_env(THREADS))
     res = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    curve: dict[str, list[list[float]]] = {"train": [], "eval": []}  # 第 6 章画曲线用
+    for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        m = json.loads(line)
+        if m["type"] == "train":
+            curve["train"].append([m["step"], m["loss"]])
+        elif m["type"] == "eval":
+            curve["eval"].append([m["step"], m["val_loss"], m["val_acc"]])
     return {"key": key, "name": name, "track": "NumPy" if track == "gpt_numpy" else "PyTorch", "args": args, **{
         k: res[k] for k in ("test_acc", "test_ci_low", "test_ci_high", "test_n", "train_time_s", "trainable_params",
-                            "val_acc", "train_acc", "steps", "epochs")}}
+                            "val_acc", "train_acc", "steps", "epochs")}, "curve": curve}
 
 
 THREADS = 1
