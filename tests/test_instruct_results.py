@@ -66,3 +66,14 @@ def test_bad_tracks_and_steps(tmp_path):
         ir.main([f"--work={tmp_path}", "--tracks=gpt_jax"])
     with pytest.raises(SystemExit, match="--sft_max_steps"):
         ir.main([f"--work={tmp_path}", "--sft_max_steps=0"])
+
+
+def test_reusable_compares_recorded_settings(tmp_path):
+    f = tmp_path / "result.json"
+    args = ["--ckpt=runs/base-zh", "--out_dir=x", "--max_steps=400", "--lr=0.0003", "--progress=false"]
+    assert not ir.reusable(f, args)  # 还没有结果
+    cfg = {"ckpt": "runs/base-zh", "out_dir": "y", "max_steps": 400, "lr": 3e-4, "progress": True}
+    f.write_text(json.dumps({"config": cfg}), encoding="utf-8")
+    assert ir.reusable(f, args)  # 数字按数值比较；out_dir 与 progress 不算
+    assert not ir.reusable(f, [*args, "--max_steps=300"])  # 设置不同：重跑
+    assert not ir.reusable(f, [*args, "--beta=0.1"])  # 记下的设置里没有这一项：重跑

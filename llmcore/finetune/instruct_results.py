@@ -74,6 +74,32 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _same(recorded: Any, wanted: str) -> bool:
+    """命令行上的值 wanted 与结果文件里记下的值是否相同（数字按数值比较）。"""
+    if isinstance(recorded, bool):
+        return str(recorded).lower() == wanted.lower()
+    if isinstance(recorded, (int, float)):
+        try:
+            return float(recorded) == float(wanted)
+        except ValueError:
+            return False
+    return str(recorded) == wanted
+
+
+def reusable(result_file: Path, args: list[str]) -> bool:
+    """--reuse 时：result_file 已存在，且其中记下的设置与这次的每个 --key=value 都相同（否则重跑）。"""
+    if not result_file.is_file():
+        return False
+    cfg = _read(result_file).get("config", {})
+    for a in args:
+        key, _, value = a[2:].partition("=")
+        if key in ("out_dir", "progress"):
+            continue
+        if key not in cfg or not _same(cfg[key], value):
+            return False
+    return True
+
+
 def _train_row(key: str, name: str, track: str, res: dict[str, Any], wall: float, args: list[str]) -> dict[str, Any]:
     keep = ("steps", "train_time_s", "score_time_s", "trainable_params", "total_params", "train_n", "val_n",
             "final_train_loss", "val_loss", "final_loss", "final_margin", "final_accuracy", "val", "pair_counts",
@@ -124,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pairs", default="rule", help="偏好对：rule | self | 偏好对文件（见 finetune-dpo --help）")
     ap.add_argument("--max_new_tokens", type=int, default=64, help="打分时每题最多生成的词元数")
     ap.add_argument("--threads", type=int, default=0, help="每个子进程的线程数（0 = 不限制）")
+    ap.add_argument("--reuse", action="store_true",
+                    help="--work 下已有某一步的结果且设置相同时直接沿用（中断后接着跑）")
     return ap
 
 
@@ -150,8 +178,13 @@ def run(args: argparse.Namespace, cmdline: str) -> dict[str, Any]:
     base_json = work / "base-eval.json"
     base_args = [f"--ckpt={args.ckpt}", "--split=test", f"--limit={args.limit_test}", "--name=基座",
                  f"--out={base_json}", f"--answers={work / 'base-answers.jsonl'}", *data]
-    wall = _run(main_track, "eval-instruct", base_args, args.threads)
-    base = _read(base_json)
+    old = _read(base_json) if args.reuse and base_json.is_file() else {}
+    # 基座的打分文件只记下检查点与题数：两者都相同才沿用
+    if old and old.get("n") == args.limit_test and Path(old.get("checkpoint", "")).parent == Path(args.ckpt):
+        wall, base = None, old
+    else:
+        wall = _run(main_track, "eval-instruct", base_args, args.threads)
+        base = _read(base_json)
     rows.append({"key": "base", "name": "基座", "track": main_track, "scores": base["scores"], "wall_s": wall,
                  "args": base_args, "checkpoint": base["checkpoint"]})
 
@@ -159,7 +192,8 @@ def run(args: argparse.Namespace, cmdline: str) -> dict[str, Any]:
         out = work / f"sft-{track}"
         sft_args = [f"--ckpt={args.ckpt}", f"--out_dir={out}", f"--max_steps={args.sft_max_steps}",
                     f"--lr={args.sft_lr}", *train]
-        wall = _run(track, "finetune-sft", sft_args, args.threads)
+        reuse = args.reuse and reusable(out / "result.json", sft_args)
+        wall = None if reuse else _run(track, "finetune-sft", sft_args, args.threads)
         name = "SFT" if i == 0 else f"SFT（{TRACK_NAMES[track]} 轨道）"
         rows.append(_train_row("sft" if i == 0 else f"sft-{track}", name, track, _read(out / "result.json"), wall,
                                sft_args))
@@ -167,12 +201,15 @@ def run(args: argparse.Namespace, cmdline: str) -> dict[str, Any]:
             dpo_out = work / f"dpo-{track}"
             dpo_args = [f"--ckpt={out}", f"--out_dir={dpo_out}", f"--max_steps={args.dpo_max_steps}",
                         f"--lr={args.dpo_lr}", f"--beta={args.beta}", f"--pairs={args.pairs}", *train]
-            wall = _run(track, "finetune-dpo", dpo_args, args.threads)
+            reuse = args.reuse and reusable(dpo_out / "result.json", dpo_args)
+            wall = None if reuse else _run(track, "finetune-dpo", dpo_args, args.threads)
             rows.append(_train_row("dpo", "SFT+DPO", track, _read(dpo_out / "result.json"), wall, dpo_args))
 
     settings = dict(vars(args))
     return {"command": cmdline, "machine": machine(), "date": date.today().isoformat(), "threads": args.threads,
-            "tracks": tracks, "settings": settings, "rows": rows, "total_wall_s": sum(r["wall_s"] for r in rows)}
+            "tracks": tracks, "settings": settings, "rows": rows,
+            "total_wall_s": sum(r["wall_s"] for r in rows if r["wall_s"] is not None),
+            "reused": [r["key"] for r in rows if r["wall_s"] is None]}
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -189,7 +226,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"命令：`{result['command']}`  ",
         f"机器：{result['machine']}，{threads}  ",
-        f"日期：{result['date']}；全部用时 {result['total_wall_s'] / 60:.1f} 分钟  ",
+        f"日期：{result['date']}；全部用时 {result['total_wall_s'] / 60:.1f} 分钟"
+        f"{'（不含沿用的：' + '、'.join(result['reused']) + '）' if result.get('reused') else ''}  ",
         f"基座：`{s['ckpt']}`；数据：中文指令基准（种子 {s['split_seed']}），测试划分的前 {n_test} 题，"
         f"每题贪心生成最多 {s['max_new_tokens']} 个词元；前三行在 {TRACK_NAMES[result['tracks'][0]]} 轨道上，各跑一次",
         "",
@@ -201,7 +239,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     ]
     for r in rows:
         if r["key"] == "base":
-            lines.append(f"- 基座：打分用时 {r['wall_s']:.0f} 秒（含启动）")
+            took = "沿用已有的结果" if r["wall_s"] is None else f"打分用时 {r['wall_s']:.0f} 秒（含启动）"
+            lines.append(f"- 基座：{took}")
             continue
         head = (f"- {r['name']}（{TRACK_NAMES[r['track']]}）：{r['steps']} 步，批 {s['batch_size']}，"
                 f"可训练参数 {r['trainable_params']:,}，训练 {r['train_time_s']:.0f} 秒，"
