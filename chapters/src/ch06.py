@@ -22,17 +22,16 @@
 # ## 6.0 准备：基座模型
 #
 # 分类微调要从一个预训练过的**基座模型** (base model) 出发。第 5 章默认任务的 200 万参数字符模型太弱；
-# 本项目为第 6、7 章和附录 E 准备了配方 `--recipe=base-zh`：small 结构（6 层、384 维、上下文 256）、
-# 在语料上训练的中文 BPE（8000 词）、《人民日报》语料**加上评论的训练划分**，2 核 CPU 上约一小时：
+# 本项目为第 6、7 章和附录 E 准备了配方 `--recipe=base-zh`：small 结构（6 层、384 维、上下文 256，约 1,690 万参数）、
+# 在语料上训练的中文 BPE（8000 词）、《人民日报》语料**加上评论的训练划分**，批 8 × 256 词元训练 1200 步，
+# 2 核 CPU 上约一小时（这次运行的记录见 `docs/results/base-zh.md`）：
 #
 # ```bash
 # python -m gpt_numpy train --recipe=base-zh          # 输出到 runs/base-zh，本章自动使用
 # ```
 #
-# 下面的代码按顺序找基座：`runs/base-zh`（上面的正式配方）→ `runs/base-zh-tiny`（一个替身：tiny 结构、
-# 字符级分词，同样的语料，训练 400 步，约 8 分钟）→ 都没有时当场训练一个更小的替身（几十步，只为让代码跑通）。
-# **本页保存的输出来自 `runs/base-zh-tiny` 这个替身**，不是正式配方的基座；自己运行上面的配方得到 `runs/base-zh` 之后
-# 再执行本章，用的就是正式基座。设置 `LLMZH_QUICK=1` 时（测试这样运行）只用当场训练的小替身，数据也只取一小部分。
+# 本页保存的输出就来自这个基座。还没有 `runs/base-zh` 时，下面的代码会当场训练一个很小的替身（几十步，只为让代码跑通，
+# 表格之外的数字都会很差）；设置 `LLMZH_QUICK=1` 时（测试这样运行）也用这个替身，数据只取一小部分。
 
 # %%
 import json
@@ -51,10 +50,12 @@ from gpt_numpy import classifier as NC  # NumPy 轨道（tinytensor）
 from gpt_numpy.model import GPTModel as NumpyGPT
 from gpt_torch import classifier as TC  # PyTorch 轨道
 from gpt_torch.model import GPTModel as TorchGPT
-from llmcore.checkpoint import load_model_state
+import matplotlib.pyplot as plt
+
+from llmcore.checkpoint import CheckpointError, load_model_state
 from llmcore.config import TrainConfig
 from llmcore.finetune import classify_data as cd
-from llmcore.checkpoint import CheckpointError
+from llmcore.plotting import use_cjk_font
 from llmcore.finetune.cls_trainer import ClsConfig, find_base_checkpoint, run
 from llmcore.tokenizers import load_tokenizer
 from tinytensor.nn import functional as F
@@ -64,6 +65,7 @@ ROOT = Path(gpt_numpy.__file__).resolve().parent.parent
 WORK = Path(tempfile.mkdtemp(prefix="llmzh-ch06-"))
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 torch.set_num_threads(1)
+use_cjk_font()
 
 
 def pad(s: object, width: int) -> str:
@@ -396,29 +398,48 @@ _ = torch_main(["classify", f"--ckpt={WORK / 'cls'}", "--text=房间很干净，
 # 不是正式基座的结论。
 
 # %%
-res_file = ROOT / "docs" / "results" / "ch06-standin.json"
-table = json.loads(res_file.read_text(encoding="utf-8")) if res_file.is_file() else None
-if table is None:
-    print("docs/results/ch06-standin.json 还不存在：先运行 python -m llmcore.finetune.results（见文件开头的说明）")
-else:
-    print(f"命令：{table['command']}\n机器：{table['machine']}；日期：{table['date']}\n")
-    for r in table["rows"]:
-        print(f"{pad(r['name'], 50)}{r['track']:<8} 准确率 {r['test_acc']:.4f}  "
-              f"[{r['test_ci_low']:.4f}, {r['test_ci_high']:.4f}]  {r['train_time_s']:7.1f} 秒  "
-              f"可训练 {r['trainable_params']:>10,}")
-    best = max(table["rows"], key=lambda r: r["test_acc"])
-    ngram = next(r for r in table["rows"] if r["key"] == "ngram")
-    gpts = [r for r in table["rows"] if r["key"] not in ("majority", "ngram", "scratch")]
-    scratch = [r for r in table["rows"] if r["key"] == "scratch"]
-    print(f"\n最高的一行：{best['name']}（{best['track']}），{best['test_acc']:.4f}")
-    if gpts:
-        top = max(gpts, key=lambda r: r["test_acc"])
-        apart = top["test_ci_low"] > ngram["test_ci_high"] or ngram["test_ci_low"] > top["test_ci_high"]
-        print(f"基座微调最好的一行减去 n-gram 逻辑回归：{top['test_acc'] - ngram['test_acc']:+.4f}；"
-              f"两个区间{'不' if apart else ''}重叠")
-    if gpts and scratch:
-        print(f"基座微调最好的一行减去从零训练的 GPT（较好的一条轨道）："
-              f"{top['test_acc'] - max(r['test_acc'] for r in scratch):+.4f}")
+res_file = ROOT / "docs" / "results" / "ch06-base-zh.json"
+table = json.loads(res_file.read_text(encoding="utf-8"))
+print(f"命令：{table['command']}\n机器：{table['machine']}；日期：{table['date']}\n")
+for r in table["rows"]:
+    print(f"{pad(r['name'], 50)}{r['track']:<8} 准确率 {r['test_acc']:.4f}  "
+          f"[{r['test_ci_low']:.4f}, {r['test_ci_high']:.4f}]  {r['train_time_s']:7.1f} 秒  "
+          f"可训练 {r['trainable_params']:>10,}")
+best = max(table["rows"], key=lambda r: r["test_acc"])
+ngram = next(r for r in table["rows"] if r["key"] == "ngram")
+gpts = [r for r in table["rows"] if r["key"] not in ("majority", "ngram", "scratch")]
+scratch = [r for r in table["rows"] if r["key"] == "scratch"]
+print(f"\n最高的一行：{best['name']}（{best['track']}），{best['test_acc']:.4f}")
+if gpts:
+    top = max(gpts, key=lambda r: r["test_acc"])
+    apart = top["test_ci_low"] > ngram["test_ci_high"] or ngram["test_ci_low"] > top["test_ci_high"]
+    print(f"基座微调最好的一行减去 n-gram 逻辑回归：{top['test_acc'] - ngram['test_acc']:+.4f}；"
+          f"两个区间{'不' if apart else ''}重叠")
+if gpts and scratch:
+    print(f"基座微调最好的一行减去从零训练的 GPT（较好的一条轨道）："
+          f"{top['test_acc'] - max(r['test_acc'] for r in scratch):+.4f}")
+
+# %% [markdown]
+# 每一行微调时的曲线（数字来自同一个 JSON 文件）：左边是训练损失（20 步滑动平均），右边是训练途中在验证集前 512 条上的准确率。
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+for r in table["rows"]:
+    if "curve" not in r:
+        continue
+    label = f"{r['key']}（{r['track']}）"
+    steps, losses = np.array(r["curve"]["train"]).T
+    k = min(20, len(losses))
+    axes[0].plot(steps[k - 1:], np.convolve(losses, np.ones(k) / k, mode="valid"), label=label)
+    ev = np.array(r["curve"]["eval"])
+    axes[1].plot(ev[:, 0], ev[:, 2], "o-", ms=3, label=label)
+axes[0].set(title="训练损失（滑动平均）", xlabel="步数", ylabel="交叉熵")
+axes[1].set(title="验证准确率（训练途中）", xlabel="步数", ylabel="准确率")
+for ax in axes:
+    ax.grid(alpha=0.3)
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # 怎么读这张表（上面打印的是 2026-12-02 在替身基座上的一次运行）：

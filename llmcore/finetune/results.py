@@ -1,7 +1,7 @@
 """第 6 章的结果表：同一组划分、每行一次运行，测试集准确率（95% Wilson 区间）、训练用时、可训练参数。
 
     python -m llmcore.finetune.results --ckpt=runs/base-zh --out=docs/results/ch06-base-zh
-    python -m llmcore.finetune.results --ckpt=runs/base-zh-tiny --out=docs/results/ch06-standin --epochs=1
+    python -m llmcore.finetune.results --jobs=2 --max_steps=100 --max_length=64   # 2 核机器上约半小时
 
 多数类与字符 n-gram 逻辑回归在本进程里算；GPT 的各行用子进程调用 `python -m gpt_numpy|gpt_torch finetune-cls`
 （本模块不导入任何框架）。结果写成 OUT.json（全部数字）与 OUT.md（表格，附命令、机器与日期）。
