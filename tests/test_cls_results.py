@@ -17,7 +17,7 @@ def _fake_run(cmd, *args, **kw):  # 代替微调子进程：按参数写出 resu
         return _real_run(cmd, *args, **kw)  # platform 等别的调用照常
     env = kw["env"]
     out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("--out_dir=")))
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     assert env["OMP_NUM_THREADS"] == "1"
     acc = 0.5 + 0.01 * len(out.name)
     res = {"test_acc": acc, "test_ci_low": acc - 0.01, "test_ci_high": acc + 0.01, "test_n": 100,
@@ -49,3 +49,32 @@ def test_rows_in_order_with_curves(tmp_path, monkeypatch):
 def test_bad_jobs(tmp_path):
     with pytest.raises(SystemExit):
         results.main([f"--out={tmp_path / 'x'}", "--jobs=0"])
+
+
+def test_reuse_skips_rows_with_same_settings(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(cmd, *args, **kw):
+        if any(str(a).startswith("--out_dir=") for a in cmd):
+            calls.append(cmd)
+            _fake_run(cmd, *args, **kw)
+            out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("--out_dir=")))
+            res = json.loads((out / "result.json").read_text(encoding="utf-8"))
+            opts = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--"))
+            res["config"] = {k: v for k, v in opts.items() if k != "out_dir"}  # 像真的 result.json 一样记下设置
+            (out / "result.json").write_text(json.dumps(res), encoding="utf-8")
+            return None
+        return _real_run(cmd, *args, **kw)
+
+    monkeypatch.setattr(results.subprocess, "run", fake)
+    majority = results._row("majority", "多数类", "—", 50, 100, 0.0, 0)
+    monkeypatch.setattr(results, "baseline_rows", lambda seed: [majority])
+    argv = [f"--out={tmp_path / 't'}", f"--work={tmp_path / 'w'}", "--rows=scratch,full", "--tracks=gpt_numpy",
+            "--max_steps=2"]
+    results.main(argv)
+    assert len(calls) == 2
+    results.main([*argv, "--reuse"])  # 设置相同：两行都沿用
+    assert len(calls) == 2
+    results.main([*argv[:-1], "--max_steps=3", "--reuse"])  # 设置变了：重跑
+    assert len(calls) == 4
+    monkeypatch.setattr(results, "REUSE", False)

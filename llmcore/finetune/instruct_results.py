@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .instruct_eval import results_header, results_row, row_tasks
-from .results import THREAD_VARS, machine
+from .results import THREAD_VARS, machine, reusable
 
 TRACK_NAMES = {"gpt_numpy": "NumPy", "gpt_torch": "PyTorch"}
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -72,32 +72,6 @@ def _run(track: str, command: str, args: list[str], threads: int) -> float:
 
 def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _same(recorded: Any, wanted: str) -> bool:
-    """命令行上的值 wanted 与结果文件里记下的值是否相同（数字按数值比较）。"""
-    if isinstance(recorded, bool):
-        return str(recorded).lower() == wanted.lower()
-    if isinstance(recorded, (int, float)):
-        try:
-            return float(recorded) == float(wanted)
-        except ValueError:
-            return False
-    return str(recorded) == wanted
-
-
-def reusable(result_file: Path, args: list[str]) -> bool:
-    """--reuse 时：result_file 已存在，且其中记下的设置与这次的每个 --key=value 都相同（否则重跑）。"""
-    if not result_file.is_file():
-        return False
-    cfg = _read(result_file).get("config", {})
-    for a in args:
-        key, _, value = a[2:].partition("=")
-        if key in ("out_dir", "progress"):
-            continue
-        if key not in cfg or not _same(cfg[key], value):
-            return False
-    return True
 
 
 def _train_row(key: str, name: str, track: str, res: dict[str, Any], wall: float, args: list[str]) -> dict[str, Any]:

@@ -72,11 +72,41 @@ def _row(key: str, name: str, track: str, correct: int, n: int, seconds: float, 
             "test_n": n, "train_time_s": seconds, "trainable_params": params}
 
 
+def _same(recorded: Any, wanted: str) -> bool:
+    """命令行上的值 wanted 与结果文件里记下的值是否相同（数字按数值比较）。"""
+    if isinstance(recorded, bool):
+        return str(recorded).lower() == wanted.lower()
+    if isinstance(recorded, (int, float)):
+        try:
+            return float(recorded) == float(wanted)
+        except ValueError:
+            return False
+    return str(recorded) == wanted
+
+
+def reusable(result_file: Path, args: list[str]) -> bool:
+    """沿用已有结果的条件：result_file 已存在，且其中记下的设置与这次的每个 --key=value 都相同（否则重跑）。"""
+    if not result_file.is_file():
+        return False
+    cfg = json.loads(result_file.read_text(encoding="utf-8")).get("config", {})
+    for a in args:
+        key, _, value = a[2:].partition("=")
+        if key in ("out_dir", "progress"):
+            continue
+        if key not in cfg or not _same(cfg[key], value):
+            return False
+    return True
+
+
+REUSE = False
+
+
 def gpt_row(key: str, name: str, track: str, args: list[str], work: Path, common: list[str]) -> dict[str, Any]:
     out = work / f"{key}-{track}"
     cmd = [sys.executable, "-m", track, "finetune-cls", f"--out_dir={out}", "--progress=false", *common, *args]
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, env=_env(THREADS))
+    if not (REUSE and reusable(out / "result.json", [*common, *args])):
+        subprocess.run(cmd, check=True, env=_env(THREADS))
     res = json.loads((out / "result.json").read_text(encoding="utf-8"))
     curve: dict[str, list[list[float]]] = {"train": [], "eval": []}  # 第 6 章画曲线用
     for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
@@ -123,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-seed", type=int, default=123)
     ap.add_argument("--threads", type=int, default=1, help="每个微调子进程的线程数（默认 1；0 表示不限制）")
     ap.add_argument("--note", default="", help="写在表头机器一行末尾的说明，例如“（机器同时还有其他任务）”")
+    ap.add_argument("--reuse", action="store_true",
+                    help="--work 下某一行已有结果且设置相同时直接沿用（中断后接着跑）")
     ap.add_argument("--jobs", type=int, default=1, help="同时跑几个微调子进程（2 核机器上 --jobs=2 --threads=1）")
     args, common = ap.parse_known_args(argv)
-    global THREADS
-    THREADS = args.threads
+    global THREADS, REUSE
+    THREADS, REUSE = args.threads, args.reuse
     common = [f"--ckpt={args.ckpt}", f"--split_seed={args.split_seed}", *common]
     tracks = [t.strip() for t in args.tracks.split(",") if t.strip()]
     both = set(args.both_tracks.split(","))
