@@ -74,7 +74,8 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _train_row(key: str, name: str, track: str, res: dict[str, Any], wall: float, args: list[str]) -> dict[str, Any]:
+def _train_row(key: str, name: str, track: str, res: dict[str, Any], wall: float | None,
+               args: list[str]) -> dict[str, Any]:
     keep = ("steps", "train_time_s", "score_time_s", "trainable_params", "total_params", "train_n", "val_n",
             "final_train_loss", "val_loss", "final_loss", "final_margin", "final_accuracy", "val", "pair_counts",
             "beta", "mode", "epochs")
