@@ -9,15 +9,19 @@
 # 再到把它微调成分类器和能听懂指令的助手。这一章先把全景图画出来：语言模型是什么，GPT 长什么样，
 # “预训练”和“微调”各指什么，以及本书为什么要用两条轨道把每一步都实现两遍。
 #
-# 本章的代码单元都很小，用纯 Python 和 NumPy 就能跑；设置 `LLMZH_QUICK=1` 时只用一部分语料（测试就是这样跑的）。
+# 本章的代码单元都很小，用纯 Python、NumPy 和 matplotlib 就能跑；设置 `LLMZH_QUICK=1` 时只用一部分语料（测试就是这样跑的）。
 
 # %%
 import importlib.util
 import os
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 
+from llmcore.plotting import use_cjk_font
+
+use_cjk_font()  # 图里的中文：字体来自 pip 包 noto-cjk-sans-otc，全项目在 llmcore/plotting.py 一处注册
 QUICK = os.environ.get("LLMZH_QUICK") == "1"
 np.set_printoptions(precision=4, suppress=True)
 print("快速模式" if QUICK else "完整模式")
@@ -160,16 +164,117 @@ print(f"（用时 {time.perf_counter() - t0:.1f} s）")
 #
 # ## 1.4 GPT 一瞥
 #
-# 一个 GPT 模型从输入到输出是这样一条流水线（形状记号：$B$ 批大小，$T$ 序列长度，$C$ 嵌入维度，$V$ 词表大小）：
-#
-# ```
-# 文本 ──分词器──▶ 词元 id (B, T)
-#      ──词元嵌入 + 位置嵌入──▶ (B, T, C)
-#      ──N 个 Transformer 块──▶ (B, T, C)      每块：x = x + 注意力(LayerNorm(x))
-#                                                     x = x + 前馈网络(LayerNorm(x))
-#      ──LayerNorm、输出层──▶ logits (B, T, V) ──softmax──▶ 每个位置上“下一个词元”的概率
-# ```
-#
+# 一个 GPT 模型从输入到输出是一条流水线，下图自上而下画出它（形状记号：$B$ 批大小，$T$ 序列长度，$C$ 嵌入维度，$V$ 词表大小）。
+# 中间的虚线框是一个 Transformer 块，同样的块叠 $N$ 层；每块做两次“先归一化、再变换、再加回去”：
+# $x \leftarrow x + \text{注意力}(\text{LayerNorm}(x))$，$x \leftarrow x + \text{前馈网络}(\text{LayerNorm}(x))$，
+# 两条红线就是这两个加号。画图的代码只用到 matplotlib 的方框和箭头，可以跳过不读；其中的 `draw_box`、`draw_arrow`
+# 在 1.7 节画全书地图时还会用到。
+
+# %%
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+from llmcore.config import PRESETS
+
+
+def draw_box(ax, x, y, w, h, text, color, sub=None, fontsize=10.5, sub_fontsize=8.5, ls="-"):
+    """以 (x, y) 为中心画一个圆角框；sub 不为空时 text 用粗体，sub 是下面的小字。"""
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.12",
+                                fc=color, ec="#444444", lw=1.0, ls=ls))
+    if sub is None:
+        ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
+    else:
+        ax.text(x, y + h * 0.2, text, ha="center", va="center", fontsize=fontsize, fontweight="bold")
+        ax.text(x, y - h * 0.18, sub, ha="center", va="center", fontsize=sub_fontsize, color="#333333",
+                linespacing=1.25)
+
+
+def draw_arrow(ax, start, end, color="#333333", ls="-", lw=1.4, style="-|>"):
+    """从 start 到 end 的箭头（style="-" 时是一条不带箭头的线）。"""
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=14, color=color, lw=lw,
+                                 linestyle=ls, shrinkA=0, shrinkB=0))
+
+
+def plus(ax, x, y, r=0.17):
+    """残差相加的 ⊕。"""
+    ax.add_patch(Circle((x, y), r, fc="white", ec="#333333", lw=1.2))
+    ax.text(x, y - 0.01, "+", ha="center", va="center", fontsize=13)
+
+
+def shape(ax, x, y, text):
+    """右侧的形状标注。"""
+    ax.text(x, y, text, ha="left", va="center", fontsize=9, color="#1f5fa8")
+
+
+EMB, NORM, ATT, FF, HEAD = "#fde9c9", "#e6e6e6", "#f9d3d3", "#d6ecd2", "#dbe9f6"
+fig, ax = plt.subplots(figsize=(6.8, 9.8))
+ax.set_xlim(1.2, 9.0)
+ax.set_ylim(0, 15.2)
+ax.axis("off")
+X, BW, BH = 4.2, 3.6, 0.62  # 主干的 x、方框的宽与高
+SX = X + BW / 2 + 1.1  # 形状标注的 x
+
+ax.text(X, 14.85, "输入文本：“今天天气真好”", ha="center", va="center", fontsize=10.5)
+draw_arrow(ax, (X, 14.6), (X, 14.15))
+draw_box(ax, X, 13.8, BW, BH, "分词器：文本 → 词元 id", "#ffffff", fontsize=10)
+draw_arrow(ax, (X - 1.0, 13.49), (X - 1.0, 12.93))
+ax.text(X - 0.9, 13.2, "词元 id", ha="left", va="center", fontsize=8.5, color="#555555")
+ax.text(X + 1.0, 13.35, "位置 0, 1, …, T−1", ha="center", va="center", fontsize=8.5, color="#555555")
+draw_arrow(ax, (X + 1.0, 13.15), (X + 1.0, 12.93))
+shape(ax, SX, 13.2, "(B, T)")
+draw_box(ax, X - 1.0, 12.6, 1.7, BH, "词元嵌入", EMB, fontsize=10)
+draw_box(ax, X + 1.0, 12.6, 1.7, BH, "位置嵌入", EMB, fontsize=10)
+ax.text(X - 1.0, 12.07, "查表 (V, C)", ha="center", fontsize=8, color="#555555")
+ax.text(X + 1.0, 12.07, "查表 (T_max, C)", ha="center", fontsize=8, color="#555555")
+plus(ax, X, 11.5)
+draw_arrow(ax, (X - 1.0, 11.95), (X - 0.15, 11.58))
+draw_arrow(ax, (X + 1.0, 11.95), (X + 0.15, 11.58))
+shape(ax, SX, 11.5, "(B, T, C)")
+
+top, bottom = 11.0, 4.25  # Transformer 块的虚线框
+ax.add_patch(FancyBboxPatch((X - BW / 2 - 0.9, bottom), BW + 1.8, top - bottom,
+                            boxstyle="round,pad=0.02,rounding_size=0.2", fc="#f7f7fb", ec="#555555", lw=1.3, ls="--"))
+ax.text(X - BW / 2 - 0.75, top - 0.3, "Transformer 块", ha="left", va="center", fontsize=10.5, fontweight="bold")
+ax.text(X + BW / 2 + 0.75, top - 0.3, "× N", ha="right", va="center", fontsize=13, fontweight="bold")
+draw_arrow(ax, (X, 11.33), (X, 9.95))
+y_ln1, y_att, y_add1, y_ln2, y_ff, y_add2 = 9.65, 8.65, 7.6, 6.75, 5.75, 4.7
+draw_box(ax, X, y_ln1, BW, BH, "LayerNorm 1", NORM, fontsize=10)
+draw_arrow(ax, (X, y_ln1 - BH / 2), (X, y_att + 0.45))
+draw_box(ax, X, y_att, BW, 0.9, "掩码多头注意力", ATT, sub="每个位置只看自己和前面", sub_fontsize=8)
+draw_arrow(ax, (X, y_att - 0.45), (X, y_add1 + 0.17))
+plus(ax, X, y_add1)
+draw_arrow(ax, (X, y_add1 - 0.17), (X, y_ln2 + BH / 2))
+draw_box(ax, X, y_ln2, BW, BH, "LayerNorm 2", NORM, fontsize=10)
+draw_arrow(ax, (X, y_ln2 - BH / 2), (X, y_ff + 0.45))
+draw_box(ax, X, y_ff, BW, 0.9, "前馈网络", FF, sub="线性 C→4C，GELU，线性 4C→C", sub_fontsize=8)
+draw_arrow(ax, (X, y_ff - 0.45), (X, y_add2 + 0.17))
+plus(ax, X, y_add2)
+for y_from, y_to in ((10.2, y_add1), (y_add1 - 0.35, y_add2)):  # 残差：从分支点绕到左边，再接回 ⊕
+    xl = X - BW / 2 - 0.45
+    ax.plot([X, xl, xl], [y_from, y_from, y_to], color="#c0504d", lw=1.3)
+    ax.plot([X], [y_from], "o", color="#c0504d", ms=4)
+    draw_arrow(ax, (xl, y_to), (X - 0.17, y_to), color="#c0504d", lw=1.3)
+    ax.text(xl - 0.07, (y_from + y_to) / 2, "残差", rotation=90, ha="right", va="center", fontsize=9, color="#c0504d")
+shape(ax, SX, y_add2, "(B, T, C)")
+
+draw_arrow(ax, (X, y_add2 - 0.17), (X, 3.55))
+draw_box(ax, X, 3.25, BW, BH, "最终 LayerNorm", NORM, fontsize=10)
+draw_arrow(ax, (X, 3.25 - BH / 2), (X, 2.4))
+draw_box(ax, X, 2.1, BW, BH, "线性输出层 C → V", HEAD, fontsize=10)
+draw_arrow(ax, (X, 2.1 - BH / 2), (X, 1.25))
+shape(ax, SX, 1.55, "(B, T, V) logits")
+draw_box(ax, X, 0.95, BW, BH, "softmax", "#ffffff", fontsize=10)
+draw_arrow(ax, (X, 0.95 - BH / 2), (X, 0.2))
+shape(ax, SX, 0.4, "(B, T, V) 概率")
+ax.text(X, 0.02, "每个位置上“下一个词元”的概率", ha="center", va="bottom", fontsize=9.5)
+
+g, t = PRESETS["gpt2-small"], PRESETS["tiny"]  # 两个规模的 N、C 与头数，取自库里的预设
+ax.text(8.95, 14.85, f"GPT-2 small：N = {g['n_layers']}，C = {g['emb_dim']}，头数 {g['n_heads']}\n"
+        f"本书的 tiny：N = {t['n_layers']}，C = {t['emb_dim']}，头数 {t['n_heads']}",
+        ha="right", va="top", fontsize=8.5, color="#555555")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # 几个要点，后面各章会逐一展开：
 #
 # - **因果注意力** (causal attention)：第 $t$ 个位置只能看到位置 $1..t$，看不到未来。这样，一段长为 $T$ 的文本一次前向就给出 $T$ 个“预测下一个词元”的练习题。
@@ -283,6 +388,83 @@ print("PyTorch     :", torch.nn.functional.cross_entropy(torch.tensor(logits), t
 # 到了第 4、5 章，`logits` 不再来自数数，而来自一个 GPT；但损失函数、以及最小化它的方法（反向传播加优化器）完全不变。
 #
 # ## 1.7 本书地图
+#
+# 全书的章节清单只写在一个地方：`chapters/chapter_map.py`。下面的地图和图后的表都从它取章节名，
+# 清单里多了一章而地图上没有给它留位置时，这个单元会报错。
+
+# %%
+import re
+import textwrap
+
+from chapter_map import CHAPTERS  # chapters/chapter_map.py：全书的章节清单
+
+TAG = re.compile(r"^(第 \d+ 章(?:（.）)?|附录 [A-Z])\s*(.*)$")  # “第 8 章（上）…”“附录 A …”
+
+
+def chapter_label(name: str, width: int = 11) -> str:
+    """清单里的章节标题 → 小字：第一行“第 N 章”，下面是按宽度折行的章名。"""
+    title = next(c.title for c in CHAPTERS if c.name == name)
+    m = TAG.match(title)
+    tag, rest = m.groups() if m else ("专题", title)
+    return tag + "\n" + "\n".join(textwrap.wrap(rest, width))
+
+
+MAIN, TUNE, PRACTICE, EXTRA = "#dbe9f6", "#dcefd9", "#fbe3c8", "#eeeeee"
+STAGES = {  # 阶段名：(包含的章节, 中心 x, 中心 y, 颜色)
+    "数据与分词": (["ch02"], 1.1, 3.0, MAIN),
+    "注意力": (["ch03"], 3.3, 3.0, MAIN),
+    "GPT": (["ch04"], 5.5, 3.0, MAIN),
+    "预训练": (["ch05"], 7.7, 3.0, MAIN),
+    "分类微调": (["ch06"], 10.1, 3.72, TUNE),
+    "指令微调与 DPO": (["ch07"], 10.1, 2.12, TUNE),
+    "实践": (["ch08", "ch08_serve"], 12.55, 3.0, PRACTICE),
+}
+TUNE_FRAME = (10.1, 3.0, 2.4, 3.7)  # 两种微调外面的框：中心 x、y，宽、高
+EXTRAS = {  # 附录与专题：(章节, 中心 x, 中心 y, 虚线连到的点)
+    "自动求导": ("autograd", 4.4, 0.3, (5.5, 2.275)),
+    "PyTorch 与多卡": ("appendix_a", 6.6, 0.3, (7.5, 2.275)),
+    "训练技巧": ("appendix_d", 8.8, 0.3, (7.9, 2.275)),
+    "LoRA": ("appendix_e", 11.0, 0.3, (10.6, 1.15)),
+}
+placed = {"ch01"} | {n for names, *_ in STAGES.values() for n in names} | {v[0] for v in EXTRAS.values()}
+missing = [c.name for c in CHAPTERS if c.name not in placed]
+assert not missing, f"章节清单里有、地图上没有：{missing}"
+
+W, H = 2.0, 1.45
+fig, ax = plt.subplots(figsize=(12, 5.8))
+ax.set_xlim(-0.1, 13.8)
+ax.set_ylim(-0.5, 5.8)
+ax.axis("off")
+
+ch01 = next(c for c in CHAPTERS if c.name == "ch01")
+draw_box(ax, 6.85, 5.4, 13.7, 0.6, f"{chapter_label('ch01').splitlines()[0]}　{ch01.summary}", "#f4f4f4")
+fx, fy, fw, fh = TUNE_FRAME
+ax.add_patch(FancyBboxPatch((fx - fw / 2, fy - fh / 2), fw, fh, boxstyle="round,pad=0.02,rounding_size=0.15",
+                            fc="none", ec="#6a9f62", lw=1.2))
+ax.text(fx, fy + fh / 2 - 0.17, "微调：二选一或都做", ha="center", va="center", fontsize=9, color="#3d6b36")
+for stage, (names, x, y, color) in STAGES.items():
+    if len(names) == 1:
+        draw_box(ax, x, y, W, 1.3 if color == TUNE else H, stage, color, sub=chapter_label(names[0]), fontsize=11)
+    else:
+        draw_box(ax, x, y, W, 2.6, stage, color, sub="\n\n".join(chapter_label(n, width=9) for n in names), fontsize=11)
+for a, b in [("数据与分词", "注意力"), ("注意力", "GPT"), ("GPT", "预训练")]:
+    draw_arrow(ax, (STAGES[a][1] + W / 2, 3.0), (STAGES[b][1] - W / 2, 3.0))
+draw_arrow(ax, (STAGES["预训练"][1] + W / 2, 3.0), (fx - fw / 2, 3.0))
+draw_arrow(ax, (fx + fw / 2, 3.0), (STAGES["实践"][1] - W / 2, 3.0))
+for label, (name, x, y, target) in EXTRAS.items():
+    draw_box(ax, x, y, 1.9, 1.1, label, EXTRA, sub=chapter_label(name, width=12), ls="--", fontsize=10, sub_fontsize=8)
+    draw_arrow(ax, (x, y + 0.55), target, color="#888888", ls="--", lw=1.0, style="-")
+ax.text(13.75, -0.45, "实线：主线，按顺序读　　虚线：附录与专题，需要时插进来读", ha="right", va="bottom",
+        fontsize=8.5, color="#555555")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# 主线是一条直路：第 2 章把文字变成词元和向量，第 3 章的注意力是 GPT 的核心部件，第 4 章把部件搭成完整的模型，
+# 第 5 章在中文语料上把它训练出来。之后分成两条微调的路：让模型做分类（第 6 章），或让它听懂指令、再按偏好调优（第 7 章）。
+# 第 8 章换成一个真实的开源模型 Qwen3，在 CPU 上做量化推理，并把它做成可以对话的服务。
+# 灰色虚线框是随时可以插进来读的附录与专题：自动求导一章拆开 `tinytensor` 的反向传播，附录 A 讲 PyTorch 与多卡训练，
+# 附录 D 讲训练循环里的技巧，附录 E 的 LoRA 在两种微调里都用得上。
 #
 # <!-- chapter-map:start -->
 # | 章节 | 内容 | notebook | 主要代码 |
