@@ -32,7 +32,7 @@ GPT_ROWS: list[tuple[str, str, list[str]]] = [
     ("last-block", "基座 + 只训最后一块、最终 LN 与分类头（原书）", ["--mode=last-block", "--lr=1e-3"]),
     ("full", "基座 + 全部参数", ["--mode=full", "--lr=3e-4"]),
     ("lora", "基座 + LoRA（r=8，α=16，全部线性层）+ 分类头", ["--mode=lora", "--lora_rank=8", "--lora_alpha=16",
-                                                         "--lr=2e-3"]),
+                                                         "--lr=1e-3"]),
 ]
 
 
