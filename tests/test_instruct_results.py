@@ -50,6 +50,12 @@ def test_instruct_results_end_to_end(base_dir, tmp_path, capsys):
     sft, dpo = res["rows"][1], res["rows"][2]
     assert sft["steps"] == 2 and sft["train_n"] == 12 and sft["train_time_s"] > 0 and sft["val_n"] == 4
     assert dpo["steps"] == 2 and {"final_loss", "final_margin", "final_accuracy", "pair_counts"} <= set(dpo)
+    # 每次训练的曲线：逐步的训练记录与 --eval_interval 处的验证记录
+    assert [m["step"] for m in sft["curve"]["train"]] == [1, 2] and sft["curve"]["eval"][-1]["step"] == 2
+    assert all("loss" in m for m in sft["curve"]["train"]) and "val_loss" in sft["curve"]["eval"][0]
+    assert [m["step"] for m in dpo["curve"]["train"]] == [1, 2]
+    assert {"loss", "margin", "accuracy"} <= set(dpo["curve"]["train"][0])
+    assert "curve" not in res["rows"][0]
     assert res["settings"]["sft_max_steps"] == 2 and res["settings"]["dpo_lr"] == 1e-3
     assert res["command"].startswith("python -m llmcore.finetune.instruct_results --ckpt=")
     assert res["machine"] and res["date"] and res["tracks"] == tracks.split(",")

@@ -73,13 +73,25 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _curve(out: Path) -> dict[str, list[dict[str, float]]]:
+    """OUT/metrics.jsonl 里的训练与验证记录（第 7 章画正式运行的曲线用）；没有这个文件时为空。"""
+    curve: dict[str, list[dict[str, float]]] = {"train": [], "eval": []}
+    path = out / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            m = json.loads(line)
+            if m.get("type") in curve:
+                curve[m["type"]].append({k: v for k, v in m.items() if isinstance(v, (int, float))})
+    return curve
+
+
 def _train_row(key: str, name: str, track: str, res: dict[str, Any], wall: float | None,
-               args: list[str]) -> dict[str, Any]:
+               args: list[str], out: Path) -> dict[str, Any]:
     keep = ("steps", "train_time_s", "score_time_s", "trainable_params", "total_params", "train_n", "val_n",
             "final_train_loss", "val_loss", "final_loss", "final_margin", "final_accuracy", "val", "pair_counts",
             "beta", "mode", "epochs")
     return {"key": key, "name": name, "track": track, "scores": res["scores"], "wall_s": wall, "args": args,
-            **{k: res[k] for k in keep if k in res}}
+            **{k: res[k] for k in keep if k in res}, "curve": _curve(out)}
 
 
 class _ZhHelp(argparse.HelpFormatter):
@@ -170,14 +182,15 @@ def run(args: argparse.Namespace, cmdline: str) -> dict[str, Any]:
         wall = None if reuse else _run(track, "finetune-sft", sft_args, args.threads)
         name = "SFT" if i == 0 else f"SFT（{TRACK_NAMES[track]} 轨道）"
         rows.append(_train_row("sft" if i == 0 else f"sft-{track}", name, track, _read(out / "result.json"), wall,
-                               sft_args))
+                               sft_args, out))
         if i == 0:  # DPO 紧接着主轨道的 SFT
             dpo_out = work / f"dpo-{track}"
             dpo_args = [f"--ckpt={out}", f"--out_dir={dpo_out}", f"--max_steps={args.dpo_max_steps}",
                         f"--lr={args.dpo_lr}", f"--beta={args.beta}", f"--pairs={args.pairs}", *train]
             reuse = args.reuse and reusable(dpo_out / "result.json", dpo_args)
             wall = None if reuse else _run(track, "finetune-dpo", dpo_args, args.threads)
-            rows.append(_train_row("dpo", "SFT+DPO", track, _read(dpo_out / "result.json"), wall, dpo_args))
+            rows.append(_train_row("dpo", "SFT+DPO", track, _read(dpo_out / "result.json"), wall, dpo_args,
+                                   dpo_out))
 
     settings = dict(vars(args))
     return {"command": cmdline, "machine": machine(), "date": date.today().isoformat(), "threads": args.threads,
