@@ -23,10 +23,12 @@ CORPUS = (
 )
 
 
-def write_tiny_ckpt(directory: Path, context_length: int = 64, seed: int = 0) -> Path:
+def write_tiny_ckpt(directory: Path, context_length: int = 64, seed: int = 0,
+                    extra: dict | None = None) -> Path:
     """随机权重的 gpt_numpy 小模型 + 字符级分词器，写成两条轨道都能读的检查点目录。
 
     词表里不放 <|endoftext|>：随机模型随时可能抽到它而提前结束，测试要的是可预期的长度。
+    extra 写进 config.json（例如 {"task": "instruct"}，当作第 7 章的指令模型）。
     """
     import tinytensor as tt
     from gpt_numpy.model import GPTModel
@@ -39,7 +41,7 @@ def write_tiny_ckpt(directory: Path, context_length: int = 64, seed: int = 0) ->
     tt.manual_seed(seed)
     model = GPTModel(cfg)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory)
+    model.save(directory, extra=extra)
     tok.save(directory / "tokenizer.json")
     return directory
 

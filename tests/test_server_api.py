@@ -247,6 +247,22 @@ def test_torch_track_serves_the_same_checkpoint(ckpt: Path) -> None:
         assert stream_text(c, **kw)[0] == r.choices[0].message.content
 
 
+def test_instruct_checkpoint_is_served_with_the_sft_template(tmp_path: Path) -> None:
+    """第 7 章的指令模型（config.json 里 task = instruct）自动换用 SFT 时的 Alpaca 模板。"""
+    ckpt = write_tiny_ckpt(tmp_path / "sft", context_length=256, extra={"task": "instruct", "lang": "zh"})
+    with server_process("gpt_numpy", ckpt) as (url, proc):
+        r = client(url).chat.completions.create(model="tiny", messages=MSG, max_tokens=5, seed=1)
+        assert r.usage.completion_tokens == 5
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        out = proc.stdout.read()
+    assert "对话模板 instruct-zh" in out
+    with server_process("gpt_numpy", write_tiny_ckpt(tmp_path / "plain")) as (url, proc):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert "对话模板 zh-simple" in proc.stdout.read()
+
+
 def test_serve_cli_errors_are_clear(ckpt: Path, tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "gpt_numpy", "serve", *args], env=env(), capture_output=True,

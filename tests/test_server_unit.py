@@ -174,3 +174,29 @@ def test_worker_serves_in_arrival_order_and_cancelled_waiters_leave() -> None:
     assert events[3] == [("done", {"finish_reason": "cancelled", "completion_tokens": 0})]
     assert events[5][-1][1]["finish_reason"] == "length" and "".join(p for k, p in events[5] if k == "delta") == "xxx"
     assert worker.stats["completed"] == 5 and worker.stats["cancelled"] == 1
+
+
+def test_instruct_template_matches_sft_format_and_eot_is_an_id() -> None:
+    from llmcore.finetune import instruct_data as idata
+    from llmcore.server.chat_template import InstructChatTemplate, template_for
+
+    tpl = template_for({"task": "instruct", "lang": "zh"})
+    assert isinstance(tpl, InstructChatTemplate) and template_for({"format": "llm-zh-gpt"}) is ZH_TEMPLATE
+    one = [{"role": "user", "content": "把下面的繁体中文改写成简体中文。\n\n中華人民共和國"}]
+    assert tpl.render(one) == idata.format_prompt({"instruction": "把下面的繁体中文改写成简体中文。",
+                                                   "input": "中華人民共和國"})
+    msgs = [{"role": "system", "content": "简短回答"}, {"role": "user", "content": "你好<|endoftext|>"},
+            {"role": "assistant", "content": "你好"}, {"role": "user", "content": "再见"}]
+    first = idata.format_example({"instruction": "简短回答\n你好<|endoftext|>", "input": "", "output": "你好"})
+    assert tpl.render(msgs) == first + "<|endoftext|>" + idata.format_prompt({"instruction": "再见", "input": ""})
+    tok = CharTokenizer.train(tpl.render(msgs))
+    ids = tpl.encode(msgs, tok)
+    assert ids.count(tok.eot_id) == 1  # 只有轮次之间那一个；用户写的 <|endoftext|> 是普通文本
+    assert ids[len(tok.encode(first, disallowed_special=()))] == tok.eot_id
+    assert tpl.stop == ("\n\n### 指令：",)
+    with pytest.raises(ValueError, match="交替"):
+        tpl.render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+    with pytest.raises(ValueError, match="最后一条"):
+        tpl.render([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    with pytest.raises(ValueError, match="语言"):
+        InstructChatTemplate("fr")

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from .engine import Engine
@@ -79,6 +81,7 @@ def cmd_serve(argv: list[str], track: Any) -> int:
     from ..cli import check_vocab, find_ckpt, load_tokenizer_for
     from ..config import TrainConfig
     from ..errors import UsageError
+    from .chat_template import template_for
     from .engine import GPTEngine
 
     args = build_parser(track.name).parse_args(argv)
@@ -97,10 +100,12 @@ def cmd_serve(argv: list[str], track: Any) -> int:
     model = track.load_model(ckpt, TrainConfig(device=args.device))
     check_vocab(tokenizer, model, ckpt)
     name = args.model_name or track.name
-    engine = GPTEngine(model, tokenizer, track.stream)
+    cfg_file = Path(ckpt) / "config.json"  # 检查点读取时已核对过；这里只看它是不是第 7 章的指令模型
+    config = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
+    engine = GPTEngine(model, tokenizer, track.stream, template=template_for(config))
     engine.warmup()
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"模型 {name}（{ckpt}，上下文 {engine.context_length}）", file=sys.stderr)
+    print(f"模型 {name}（{ckpt}，上下文 {engine.context_length}，对话模板 {engine.template.name}）", file=sys.stderr)
     print(f"聊天页面：http://{shown}:{args.port}/    API：http://{shown}:{args.port}/v1", file=sys.stderr, flush=True)
     serve({name: engine}, args.host, args.port, args.max_tokens, args.max_queue, args.graceful_timeout)
     return 0
