@@ -20,7 +20,12 @@ import os
 import time
 from collections import Counter
 
+import matplotlib.pyplot as plt
 import numpy as np
+
+from llmcore.plotting import use_cjk_font
+
+use_cjk_font()  # 图里的中文：字体来自 pip 包 noto-cjk-sans-otc，全项目在 llmcore/plotting.py 一处注册
 
 # 测试时设置 LLMZH_QUICK=1：BPE 只在一小段语料上训练，让整个 notebook 在几十秒内跑完。
 # 本文件里保存的输出来自完整运行。
@@ -219,6 +224,44 @@ for k in (100, 500, 1000, 2000, 3000):
     print(f"最常见的 {k:>4} 个字符覆盖了训练文本的 {coverage[k - 1]:.1%}")
 
 # %% [markdown]
+# 把这组数画出来。左图是齐普夫图 (Zipf plot)：横轴是字符按次数排的名次，纵轴是出现次数，两个轴都取对数。
+# 如果次数与名次成反比（齐普夫定律，Zipf's law），画出来就是一条斜率为 -1 的直线；虚线是在第 10～1000 名之间
+# 拟合出的直线。右图是覆盖率曲线：最常见的前 k 个字符合起来占训练文本的比例。
+
+# %%
+ranks = np.arange(1, len(counts) + 1)
+fit = slice(9, min(1000, len(counts)))  # 在第 10～1000 名之间拟合 log(次数) = a + b·log(名次)
+slope, intercept = np.polyfit(np.log10(ranks[fit]), np.log10(counts[fit]), 1)
+half, most = int(np.searchsorted(coverage, 0.5)) + 1, int(np.searchsorted(coverage, 0.99)) + 1
+print(f"不同字符 {len(counts):,} 个；第 10～{fit.stop} 名的对数斜率 {slope:.2f}")
+print(f"覆盖 50% 的文本只需最常见的 {half:,} 个字符，覆盖 99% 需要 {most:,} 个，是前者的 {most / half:.0f} 倍")
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+ax1.loglog(ranks, counts, color="#3a6ea5", lw=1.5, label="训练集中的字符")
+ax1.loglog(ranks, 10**intercept * ranks**slope, "--", color="#999999", lw=1, label=f"拟合的直线：斜率 {slope:.2f}")
+ax1.axvspan(fit.start + 1, fit.stop, color="#eeeeee", zorder=0)  # 灰底：参与拟合的名次
+ax1.set_xlabel("名次（按出现次数从多到少）")
+ax1.set_ylabel("出现次数")
+ax1.set_title("字符频率的齐普夫图 (Zipf plot)")
+ax1.legend()
+ax2.semilogx(ranks, coverage * 100, color="#c0504d", lw=1.5)
+for pct, k, dx, ha in [(50, half, 8, "left"), (99, most, -8, "right")]:
+    ax2.plot([k], [pct], "o", color="#c0504d")
+    ax2.annotate(f"前 {k:,} 个字符：{pct}%", (k, pct), xytext=(dx, -14), textcoords="offset points", ha=ha)
+ax2.set_xlabel("最常见的前 k 个字符（对数刻度）")
+ax2.set_ylabel("覆盖训练文本的比例（%）")
+ax2.set_title("字符覆盖率曲线 (coverage)")
+ax2.set_ylim(0, 102)
+ax2.grid(alpha=0.3)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# 左图灰底这一段，曲线大致贴着虚线，打印出的斜率也接近 -1：名次每往后十倍，出现次数差不多少一个数量级，
+# 这就是齐普夫定律。尾部则比直线掉得快得多——常用汉字的总数是有限的，不像词那样可以不断造出新的。
+# 右图说的是同一件事：排在最前面的一小撮字就撑起了一半的文本，从覆盖一半走到覆盖 99%，
+# 词表却要扩大十几倍（上面打印的倍数），最后那一点点则要靠成千个只出现几次的字来补。
+#
 # 少数常用字覆盖了绝大部分文本，但“长尾”永远存在：验证集里总有训练集没见过的字，
 # 它们只能变成 `<|unk|>`。`unknown_chars` 可以提前查出这些字，调用者据此给用户一个警告。
 
@@ -556,6 +599,34 @@ ours, theirs = len(val_text) / n_ours, len(val_text) / n_gpt2
 print(f"验证集：我们的 BPE（{bpe.vocab_size} 个词元）{ours:.2f} 字/词元")
 print(f"验证集：GPT-2 的 BPE（{gpt2.vocab_size} 个词元）{theirs:.2f} 字/词元")
 print(f"同一段中文，我们的词元序列只有 GPT-2 的 {n_ours / n_gpt2:.0%} 长")
+
+# %% [markdown]
+# 把第 2.3 节的字符分词器也放进来，三种分词器在同一份验证集上并排比较“每个词元平均装下几个字”：
+
+# %%
+rates = {
+    "字符级": (char_tok.vocab_size, len(val_text) / len(char_tok.encode(val_text))),
+    "GPT-2 的 BPE": (gpt2.vocab_size, theirs),
+    "我们的中文 BPE": (bpe.vocab_size, ours),
+}
+for name, (size, rate) in rates.items():
+    print(f"{name}（词表 {size:,}）：{rate:.2f} 字/词元")
+
+fig, ax = plt.subplots(figsize=(6.4, 3.8))
+labels = [f"{name}\n词表 {size:,}" for name, (size, _) in rates.items()]
+bars = ax.bar(labels, [rate for _, rate in rates.values()], color=["#999999", "#c0504d", "#3a6ea5"], width=0.55)
+ax.bar_label(bars, fmt="%.2f", padding=2)
+ax.axhline(1.0, color="#555555", lw=0.8, ls="--")
+ax.set_ylabel("字/词元（越高越省）")
+ax.set_title("同一段中文验证集：每个词元平均装下几个字")
+ax.margins(y=0.15)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# 虚线是字符级分词器的位置：一个字一个词元，正好是 1。GPT-2 的柱子落在虚线以下，意味着它平均要用不止一个词元
+# 才能表示一个汉字；我们的 BPE 高出虚线，常见的词被合成了一个词元。字符级分词器的词表也有几千个词元，
+# 却只能停在 1：高出虚线的那一截，全靠 BPE 学到的多字词元。
 
 # %% [markdown]
 # 词表只有 GPT-2 的六分之一左右，中文的压缩率却是它的三倍多。天下没有免费的午餐：

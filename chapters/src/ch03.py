@@ -36,13 +36,16 @@ import copy
 import math
 import os
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 import tinytensor as tt
 from gpt_numpy import attention_steps as NA  # 库：NumPy 轨道（tinytensor）
 from gpt_torch import attention_steps as TA  # 库：PyTorch 轨道
+from llmcore.plotting import use_cjk_font
 
+use_cjk_font()  # 图里的中文：字体来自 pip 包 noto-cjk-sans-otc，全项目在 llmcore/plotting.py 一处注册
 QUICK = os.environ.get("LLMZH_QUICK") == "1"  # 测试时为快速模式
 np.set_printoptions(precision=4, suppress=True)
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -420,6 +423,39 @@ print("两种写法的最大差:", np.abs(weights_a.data - weights_b.data).max()
 #
 # 顺带看一眼：因果掩码之后，两个“天”（第 2、3 行）终于不同了——它们能看到的前文不一样长。
 # 但这只是掩码带来的副作用，词序信息仍要靠位置嵌入来提供。
+#
+# 数字矩阵不如画成热力图 (heatmap) 直观。把掩码前后的两个 `(T, T)` 权重矩阵并排画出来，
+# 行是查询（正在计算上下文向量的字），列是键（被看的字），格子越深，权重越大：
+
+# %%
+def plot_attention(ax, w: np.ndarray, labels: list[str], title: str):
+    """在 ax 上画 (T, T) 注意力权重的热力图：行、列标上词元，格子里写出权重；返回图像对象（给颜色条用）。"""
+    im = ax.imshow(w, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("键：被看的词元 (key)")
+    ax.set_ylabel("查询：正在看的词元 (query)")
+    ax.set_title(title)
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if w[i, j] > 0.6 else "black")
+    return im
+
+
+chars = [char_tok.decode([i]) for i in ids]  # 每个词元对应的字
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+plot_attention(axes[0], weights.data, chars, "不加掩码：每个字看整句话")
+im = plot_attention(axes[1], weights_b.data, chars, "因果掩码：只看自己和前文")
+fig.colorbar(im, ax=axes, shrink=0.8, label="注意力权重")
+plt.show()
+
+# %% [markdown]
+# 左图里，第一个字“今”的权重大多落在它后面的字上——它在“偷看”还没出现的内容，这正是训练时要禁止的。
+# 右图对角线以上整片留白：第一行只能把全部权重给自己，每一行都只在前文里重新分配，和仍然是 1；
+# 最后一行能看到整句话，所以两张图的最后一行完全一样。左图中两个“天”的两行一模一样，右图里就不同了。
+# 这里的投影矩阵是随机的，谁看谁多少并没有语言上的含义；第 5 章会画出训练好的模型里每个头的热力图，
+# 那时才能看到有意义的模式。
 
 # %% [markdown]
 # ## 3.6 注意力权重上的 dropout
