@@ -56,6 +56,9 @@ def test_instruct_results_end_to_end(base_dir, tmp_path, capsys):
     assert [m["step"] for m in dpo["curve"]["train"]] == [1, 2]
     assert {"loss", "margin", "accuracy"} <= set(dpo["curve"]["train"][0])
     assert "curve" not in res["rows"][0]
+    for r in res["rows"]:  # 每种任务最常见的回答与次数，次数加起来不超过题数
+        (task, top), = r["top_answers"].items()
+        assert task == "sentiment" and 1 <= sum(n for _, n in top) <= 4 and all(isinstance(a, str) for a, _ in top)
     assert res["settings"]["sft_max_steps"] == 2 and res["settings"]["dpo_lr"] == 1e-3
     assert res["command"].startswith("python -m llmcore.finetune.instruct_results --ckpt=")
     assert res["machine"] and res["date"] and res["tracks"] == tracks.split(",")
@@ -65,6 +68,11 @@ def test_instruct_results_end_to_end(base_dir, tmp_path, capsys):
     for name in ("| 基座 | ", "| SFT | ", "| SFT+DPO | ") + (("| SFT（PyTorch 轨道） | ",) if has_torch else ()):
         assert name in md
     assert md in capsys.readouterr().out
+    # 再跑一次、全部沿用：不重新训练，表头说明各步都是沿用的
+    assert ir.main([*argv, "--reuse"]) == 0
+    again = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert again["reused"] == keys and [r["scores"] for r in again["rows"]] == [r["scores"] for r in res["rows"]]
+    assert "各步都沿用" in out.with_suffix(".md").read_text(encoding="utf-8")
 
 
 def test_bad_tracks_and_steps(tmp_path):

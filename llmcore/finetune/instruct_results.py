@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,24 @@ def _curve(out: Path) -> dict[str, list[dict[str, float]]]:
     return curve
 
 
+def _top_answers(path: Path, k: int = 3) -> dict[str, list[list[Any]]]:
+    """answers.jsonl 里每种任务最常见的 k 个回答及其次数（看模型是不是总答同一个）；没有这个文件时为空。"""
+    counts: dict[str, Counter[str]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            a = json.loads(line)
+            counts.setdefault(a.get("task", ""), Counter())[a["answer"]] += 1
+    return {t: [[ans, n] for ans, n in c.most_common(k)] for t, c in counts.items()}
+
+
 def _train_row(key: str, name: str, track: str, res: dict[str, Any], wall: float | None,
                args: list[str], out: Path) -> dict[str, Any]:
     keep = ("steps", "train_time_s", "score_time_s", "trainable_params", "total_params", "train_n", "val_n",
             "final_train_loss", "val_loss", "final_loss", "final_margin", "final_accuracy", "val", "pair_counts",
             "beta", "mode", "epochs")
     return {"key": key, "name": name, "track": track, "scores": res["scores"], "wall_s": wall, "args": args,
-            **{k: res[k] for k in keep if k in res}, "curve": _curve(out)}
+            **{k: res[k] for k in keep if k in res}, "curve": _curve(out),
+            "top_answers": _top_answers(out / "answers.jsonl")}
 
 
 class _ZhHelp(argparse.HelpFormatter):
@@ -166,13 +178,15 @@ def run(args: argparse.Namespace, cmdline: str) -> dict[str, Any]:
                  f"--out={base_json}", f"--answers={work / 'base-answers.jsonl'}", *data]
     old = _read(base_json) if args.reuse and base_json.is_file() else {}
     # 基座的打分文件只记下检查点与题数：两者都相同才沿用
-    if old and old.get("n") == args.limit_test and Path(old.get("checkpoint", "")).parent == Path(args.ckpt):
+    recorded = Path(old.get("checkpoint", ""))  # 训练输出目录时记下的是其中的 ckpt_best 之类
+    if old and old.get("n") == args.limit_test and Path(args.ckpt) in (recorded, recorded.parent):
         wall, base = None, old
     else:
         wall = _run(main_track, "eval-instruct", base_args, args.threads)
         base = _read(base_json)
     rows.append({"key": "base", "name": "基座", "track": main_track, "scores": base["scores"], "wall_s": wall,
-                 "args": base_args, "checkpoint": base["checkpoint"]})
+                 "args": base_args, "checkpoint": base["checkpoint"],
+                 "top_answers": _top_answers(work / "base-answers.jsonl")})
 
     for i, track in enumerate(tracks):
         out = work / f"sft-{track}"
@@ -203,6 +217,14 @@ def _fmt(v: Any, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _took(result: dict[str, Any]) -> str:
+    reused = result.get("reused") or []
+    if len(reused) == len(result["rows"]):
+        return "各步都沿用 --work 下已有的结果（各次训练与打分的用时见表下）"
+    return (f"全部用时 {result['total_wall_s'] / 60:.1f} 分钟"
+            + ("（不含沿用的：" + "、".join(reused) + "）" if reused else ""))
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """OUT.md：表头说明、一张按任务的 EM / F1 表、各次训练的要点。"""
     s = result["settings"]
@@ -213,8 +235,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"命令：`{result['command']}`  ",
         f"机器：{result['machine']}，{threads}  ",
-        f"日期：{result['date']}；全部用时 {result['total_wall_s'] / 60:.1f} 分钟"
-        f"{'（不含沿用的：' + '、'.join(result['reused']) + '）' if result.get('reused') else ''}  ",
+        f"日期：{result['date']}；{_took(result)}  ",
         f"基座：`{s['ckpt']}`；数据：中文指令基准（种子 {s['split_seed']}），测试划分的前 {n_test} 题，"
         f"每题贪心生成最多 {s['max_new_tokens']} 个词元；前三行在 {TRACK_NAMES[result['tracks'][0]]} 轨道上，各跑一次",
         "",
