@@ -41,6 +41,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch  # 4.7 节的结构图
 
 import tinytensor as tt
 from gpt_numpy import model as NM  # NumPy 轨道（tinytensor）
@@ -49,7 +50,10 @@ from gpt_numpy import generate as NG  # 库里的生成函数（NumPy 轨道）
 from llmcore.tokenizers import get_gpt2_tokenizer
 from gpt_torch import model as TM  # PyTorch 轨道
 from gpt_torch import generate as TG  # 库里的生成函数（PyTorch 轨道）
+from llmcore.plotting import use_cjk_font
 from tinytensor.nn import functional as F
+
+use_cjk_font()  # 图里的中文：字体来自 pip 包 noto-cjk-sans-otc，全项目在 llmcore/plotting.py 一处注册
 
 QUICK = os.environ.get("LLMZH_QUICK") == "1"  # 测试时为快速模式：用缩小的模型
 np.set_printoptions(precision=4, suppress=True)
@@ -303,10 +307,10 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 for name, (y, dy) in curves.items():
     axes[0].plot(xs.data, y, label=name)
     axes[1].plot(xs.data, dy, label=name)
-axes[0].set_title("f(x)")
-axes[1].set_title("f'(x)  (autograd, tinytensor)")
+axes[0].set_title("激活函数 f(x)")
+axes[1].set_title("导数 f'(x)（tinytensor 自动求导）")
 for ax in axes:
-    ax.set_xlabel("x")
+    ax.set_xlabel("输入 x")
     ax.grid(alpha=0.3)
     ax.legend()
 plt.tight_layout()
@@ -571,6 +575,135 @@ print("logits 的最大差:", np.abs(logits_tt.data - logits_torch.numpy()).max(
 # %% [markdown]
 # 每个位置都输出一个长度为 V = 50257 的向量：位置 `t` 的 logits 是模型对“第 `t+1` 个词元是什么”的打分。
 # 模型还没训练，这些分数没有意义，但形状和数据流已经完全就位。
+
+# %% [markdown]
+# 把刚才这一趟前向画成图，每个箭头旁标出张量的形状，括号里的数取自本章的 `cfg` 和 4.0 节的那个批。
+# 左边是整个模型：张量形状在嵌入之后就一直是 `(B, T, C)`，直到输出层才变成 `(B, T, V)`。右边把一个块拆开：
+# 只有注意力内部会出现 `(B, nh, T, T)` 的打分矩阵——每个头里每个位置对每个位置一个分数，它随 T 的平方增长；
+# 前馈网络先把每个词元升到 4C 维再降回来。两条红色的残差线让块的输出与输入形状相同，块才能一层层叠下去。
+# 画图的代码只用到 matplotlib 的方框和箭头，可以跳过不读。
+
+# %%
+def box(ax, x, y, w, h, text, color, sub=None, fontsize=10, ls="-"):
+    """以 (x, y) 为中心的圆角框；sub 是第二行的小字。"""
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.1",
+                                fc=color, ec="#444444", lw=1.0, ls=ls))
+    if sub is None:
+        ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
+    else:
+        ax.text(x, y + h * 0.18, text, ha="center", va="center", fontsize=fontsize)
+        ax.text(x, y - h * 0.22, sub, ha="center", va="center", fontsize=fontsize - 1.5, color="#444444")
+
+
+def arrow(ax, start, end, color="#333333", lw=1.3):
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color=color, lw=lw,
+                                 shrinkA=0, shrinkB=0))
+
+
+def plus(ax, x, y, r=0.2):
+    """残差相加的 ⊕。"""
+    ax.add_patch(Circle((x, y), r, fc="white", ec="#333333", lw=1.2))
+    ax.text(x, y, "+", ha="center", va="center", fontsize=12)
+
+
+def shape_note(ax, x, y, letters, values):
+    """蓝色的形状标注，例如 (B, T, C) = (2, 16, 768)。"""
+    ax.text(x, y, f"({', '.join(letters)}) = ({', '.join(str(v) for v in values)})",
+            ha="left", va="center", fontsize=8.5, color="#1f5fa8")
+
+
+B_, T_ = batch.shape  # 4.0 节的批
+C_, nh_, hs_, V_, L_ = cfg.emb_dim, cfg.n_heads, cfg.head_dim, cfg.vocab_size, cfg.n_layers
+EMB, NORM, ATT, FF, HEAD = "#fde9c9", "#e6e6e6", "#f9d3d3", "#d6ecd2", "#dbe9f6"
+BTC = (("B", "T", "C"), (B_, T_, C_))
+
+fig, ax = plt.subplots(figsize=(13, 11.5))
+ax.set_xlim(0, 16)
+ax.set_ylim(0, 15.4)
+ax.axis("off")
+
+# 左：整个 GPT
+X1, W1 = 2.5, 3.6
+ax.text(X1, 15.1, "整个 GPT", ha="center", fontsize=12, fontweight="bold")
+box(ax, X1, 14.3, W1, 0.6, "词元 id（输入）", "#ffffff")
+arrow(ax, (X1, 14.0), (X1, 13.25))
+shape_note(ax, X1 + 0.1, 13.62, ("B", "T"), (B_, T_))
+box(ax, X1, 12.75, W1, 1.0, "词元嵌入 + 位置嵌入", EMB, sub=f"查表 ({V_}, {C_}) 与 ({cfg.context_length}, {C_})，相加")
+arrow(ax, (X1, 12.25), (X1, 10.4))
+shape_note(ax, X1 + 0.1, 11.4, *BTC)
+ax.add_patch(FancyBboxPatch((X1 - W1 / 2, 6.6), W1, 3.8, boxstyle="round,pad=0.02,rounding_size=0.15",
+                            fc="#f7f7fb", ec="#555555", lw=1.5))
+ax.text(X1, 8.9, "Transformer 块", ha="center", va="center", fontsize=12, fontweight="bold")
+ax.text(X1, 8.1, f"× {L_} 层（n_layers）", ha="center", va="center", fontsize=11)
+ax.text(X1, 7.4, "每层输入输出都是 (B, T, C)", ha="center", va="center", fontsize=8.5, color="#444444")
+arrow(ax, (X1, 6.6), (X1, 5.0))
+shape_note(ax, X1 + 0.1, 5.8, *BTC)
+box(ax, X1, 4.7, W1, 0.6, "最终 LayerNorm（final_norm）", NORM)
+arrow(ax, (X1, 4.4), (X1, 3.3))
+shape_note(ax, X1 + 0.1, 3.85, *BTC)
+box(ax, X1, 2.9, W1, 0.8, "输出层 out_head", HEAD, sub=f"线性 C → V：{C_} → {V_}")
+arrow(ax, (X1, 2.5), (X1, 1.3))
+shape_note(ax, X1 + 0.1, 1.9, ("B", "T", "V"), (B_, T_, V_))
+ax.text(X1, 1.0, "logits：每个位置对下一个词元的打分", ha="center", va="center", fontsize=9.5)
+
+# 右：一个 Transformer 块，放大来看
+PX0, PX1, PY0, PY1 = 6.0, 15.9, 0.35, 15.3
+ax.add_patch(FancyBboxPatch((PX0, PY0), PX1 - PX0, PY1 - PY0, boxstyle="round,pad=0.02,rounding_size=0.2",
+                            fc="#f7f7fb", ec="#555555", lw=1.3, ls="--"))
+for (xa, ya), (xb, yb) in (((X1 + W1 / 2, 10.4), (PX0, PY1)), ((X1 + W1 / 2, 6.6), (PX0, PY0))):
+    ax.plot([xa, xb], [ya, yb], color="#999999", lw=1, ls="--")
+ax.text(PX0 + 0.3, 15.0, "一个 Transformer 块（pre-norm）", ha="left", va="center", fontsize=12, fontweight="bold")
+X2, W2, SX = 9.5, 4.4, 12.0  # 主干的 x、方框宽、形状标注的 x
+ax.text(X2, 14.4, "输入 x", ha="center", va="center", fontsize=10)
+shape_note(ax, SX, 14.4, *BTC)
+arrow(ax, (X2, 14.15), (X2, 13.3))
+box(ax, X2, 13.0, W2, 0.55, "LayerNorm 1", NORM)
+arrow(ax, (X2, 12.72), (X2, 12.35))
+ax.add_patch(FancyBboxPatch((X2 - W2 / 2 - 0.25, 8.75), W2 + 0.5, 3.6, boxstyle="round,pad=0.02,rounding_size=0.12",
+                            fc="#fdf1f1", ec="#c07070", lw=1.2))
+ax.text(X2, 12.0, f"掩码多头注意力：nh = {nh_} 个头，每头 hs = C / nh = {hs_} 维", ha="center", va="center",
+        fontsize=9.5)
+box(ax, X2, 11.3, W2 - 0.3, 0.75, "Q、K、V 三个投影（各 C → C），拆成 nh 个头", ATT,
+    sub="(B, T, C) → (B, T, nh, hs) → 转置")
+shape_note(ax, SX, 11.3, ("B", "nh", "T", "hs"), (B_, nh_, T_, hs_))
+arrow(ax, (X2, 10.92), (X2, 10.58))
+box(ax, X2, 10.2, W2 - 0.3, 0.75, r"打分 $QK^T/\sqrt{hs}$，因果掩码，softmax", ATT, sub="右上三角（未来的位置）设为 −∞")
+shape_note(ax, SX, 10.2, ("B", "nh", "T", "T"), (B_, nh_, T_, T_))
+arrow(ax, (X2, 9.82), (X2, 9.48))
+box(ax, X2, 9.1, W2 - 0.3, 0.75, "权重 × V，合并各头，out_proj（C → C）", ATT, sub="(B, nh, T, hs) → (B, T, C)")
+shape_note(ax, SX, 9.1, *BTC)
+arrow(ax, (X2, 8.75), (X2, 8.1))
+ax.text(X2 + 0.1, 8.45, "Dropout", ha="left", va="center", fontsize=8, color="#555555")
+plus(ax, X2, 7.9)
+shape_note(ax, SX, 7.9, *BTC)
+arrow(ax, (X2, 7.7), (X2, 7.3))
+box(ax, X2, 7.02, W2, 0.55, "LayerNorm 2", NORM)
+arrow(ax, (X2, 6.74), (X2, 6.4))
+ax.add_patch(FancyBboxPatch((X2 - W2 / 2 - 0.25, 2.95), W2 + 0.5, 3.45, boxstyle="round,pad=0.02,rounding_size=0.12",
+                            fc="#eef7ec", ec="#6a9a60", lw=1.2))
+ax.text(X2, 6.07, "前馈网络：每个词元各自加工", ha="center", va="center", fontsize=9.5)
+box(ax, X2, 5.45, W2 - 0.3, 0.55, f"线性层 C → 4C（{C_} → {4 * C_}）", FF)
+shape_note(ax, SX, 5.45, ("B", "T", "4C"), (B_, T_, 4 * C_))
+arrow(ax, (X2, 5.17), (X2, 4.72))
+box(ax, X2, 4.45, W2 - 0.3, 0.55, "GELU", FF)
+shape_note(ax, SX, 4.45, ("B", "T", "4C"), (B_, T_, 4 * C_))
+arrow(ax, (X2, 4.17), (X2, 3.72))
+box(ax, X2, 3.45, W2 - 0.3, 0.55, f"线性层 4C → C（{4 * C_} → {C_}）", FF)
+shape_note(ax, SX, 3.45, *BTC)
+arrow(ax, (X2, 2.95), (X2, 2.3))
+ax.text(X2 + 0.1, 2.65, "Dropout", ha="left", va="center", fontsize=8, color="#555555")
+plus(ax, X2, 2.1)
+shape_note(ax, SX, 2.1, *BTC)
+arrow(ax, (X2, 1.9), (X2, 1.2))
+ax.text(X2, 0.9, "输出：送进下一个块", ha="center", va="center", fontsize=10)
+for y_from, y_to in ((13.7, 7.9), (7.5, 2.1)):  # 残差：从分支点绕到左边，再接回 ⊕
+    xl = X2 - W2 / 2 - 0.7
+    ax.plot([X2, xl, xl], [y_from, y_from, y_to], color="#c0504d", lw=1.3)
+    ax.plot([X2], [y_from], "o", color="#c0504d", ms=4)
+    arrow(ax, (xl, y_to), (X2 - 0.2, y_to), color="#c0504d")
+    ax.text(xl - 0.08, (y_from + y_to) / 2, "残差", rotation=90, ha="right", va="center", fontsize=9, color="#c0504d")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 4.8 数一数参数

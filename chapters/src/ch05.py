@@ -35,6 +35,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.colors import PowerNorm  # 5.5 节注意力热力图的颜色刻度
 
 import gpt_numpy
 import tinytensor as tt
@@ -53,8 +55,11 @@ from llmcore.datasets import load_default_corpus
 from llmcore.weight_init import init_arrays
 from llmcore.tokenizers import CharTokenizer
 from gpt_torch import model as TM  # PyTorch 轨道
+from llmcore.plotting import use_cjk_font
+from llmcore.tokenizers import load_tokenizer
 from tinytensor.nn import functional as F
 
+use_cjk_font()  # 图里的中文：字体来自 pip 包 noto-cjk-sans-otc，全项目在 llmcore/plotting.py 一处注册
 QUICK = os.environ.get("LLMZH_QUICK") == "1"
 if QUICK:
     os.environ["LLMZH_OFFLINE"] = "1"  # 快速模式不联网：需要下载的文件只从缓存里取
@@ -70,7 +75,7 @@ def pad(s: object, width: int) -> str:
     return s + " " * max(0, width - sum(2 if ord(ch) > 0x2E7F else 1 for ch in s))
 
 
-print("快速模式" if QUICK else "完整模式", "| torch", torch.__version__, "| 临时目录 $WORK =", WORK)
+print("快速模式" if QUICK else "完整模式", "| torch", torch.__version__)
 
 # %%
 train_text, val_text = load_default_corpus()
@@ -443,10 +448,11 @@ print(f"全部 {steps} 步的最大差：{np.abs(np.array(losses_np) - np.array(
 fig, ax = plt.subplots(figsize=(7, 3.5))
 ax.plot(range(1, steps + 1), losses_np, "o-", ms=3, label="tinytensor")
 ax.plot(range(1, steps + 1), losses_torch, "--", lw=2, label="torch")
-ax.axhline(math.log(V), color="gray", ls=":", label="ln V")
-ax.axhline(unigram, color="green", ls=":", label="unigram baseline")
-ax.set_xlabel("step")
-ax.set_ylabel("training loss (cross-entropy)")
+ax.axhline(math.log(V), color="gray", ls=":", label="ln V（均匀猜）")
+ax.axhline(unigram, color="green", ls=":", label="一元模型 (unigram) 参照线")
+ax.set_title("手写训练循环：两条轨道的训练损失")
+ax.set_xlabel("步数 (step)")
+ax.set_ylabel("训练损失（交叉熵）")
 ax.grid(alpha=0.3)
 ax.legend()
 plt.tight_layout()
@@ -563,20 +569,23 @@ print("第一条训练记录:", train_rec[0])
 print("最后一条评估记录:", eval_rec[-1])
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-axes[0].plot([r["step"] for r in train_rec], [r["loss"] for r in train_rec], color="#9ecae1", label="train (per step)")
-axes[0].plot([r["step"] for r in eval_rec], [r["train_loss"] for r in eval_rec], "o-", ms=4, label="train (eval)")
-axes[0].plot([r["step"] for r in eval_rec], [r["val_loss"] for r in eval_rec], "s-", ms=4, label="val (eval)")
+axes[0].plot([r["step"] for r in train_rec], [r["loss"] for r in train_rec], color="#9ecae1", label="训练（每步的批次）")
+axes[0].plot([r["step"] for r in eval_rec], [r["train_loss"] for r in eval_rec], "o-", ms=4, label="训练集（评估）")
+axes[0].plot([r["step"] for r in eval_rec], [r["val_loss"] for r in eval_rec], "s-", ms=4, label="验证集（评估）")
 axes[0].axhline(math.log(V), color="gray", ls=":", label="ln V")
-axes[0].set_ylabel("cross-entropy loss")
+axes[0].set_title("损失")
+axes[0].set_ylabel("交叉熵损失")
 axes[0].legend()
 axes[1].plot([r["step"] for r in train_rec], [r["lr"] for r in train_rec])
-axes[1].set_ylabel("learning rate")
+axes[1].set_title("学习率：预热 + 余弦退火")
+axes[1].set_ylabel("学习率 (learning rate)")
 axes[2].plot([r["step"] for r in train_rec], [r["grad_norm"] for r in train_rec])
-axes[2].axhline(TrainConfig().grad_clip, color="red", ls="--", label="clip threshold")
-axes[2].set_ylabel("grad norm (before clipping)")
+axes[2].axhline(TrainConfig().grad_clip, color="red", ls="--", label="裁剪上限")
+axes[2].set_title("梯度范数（裁剪前）")
+axes[2].set_ylabel("梯度范数 (grad norm)")
 axes[2].legend()
 for ax in axes:
-    ax.set_xlabel("step")
+    ax.set_xlabel("步数 (step)")
     ax.grid(alpha=0.3)
 plt.tight_layout()
 plt.show()
@@ -623,6 +632,103 @@ for s in (samples[0], samples[len(samples) // 2], samples[-1]):
 # 还谈不上语义；要写出通顺的长句，需要更大的模型、更多的数据和更长的训练。
 
 # %% [markdown]
+# ### 训练后的注意力头在看哪里
+#
+# 第 3 章 §3.5 用因果掩码把注意力权重矩阵的右上三角清零：每个字只能看见自己和前面的字。当时的权重是随机的，
+# 现在模型训练过了，可以看看它学会把注意力放在哪里。从验证集里取一句模型没训练过的话，送进刚训练好的检查点，
+# 算出每一层每个头的注意力权重 `(B, nh, T, T)`，挑注意力最集中（每行的熵最低）的一层画出来。
+# 库里的注意力层为了速度把“投影、打分、softmax、加权求和”融合成了一个算子，不把中间的权重交出来；
+# 不过那一层的 `norm1`、`W_query`、`W_key`、`W_value` 都是模型里普通的模块，照第 3 章的公式在页面上重算一遍即可，
+# 再用这一层自己的输出核对一下，确认算的正是模型实际用的权重：
+
+# %%
+trained_lm = NM.GPTModel.load(run_dir / "ckpt_best")  # 上面训练得到的验证损失最低的检查点
+trained_lm.eval()
+run_tok = load_tokenizer(run_dir / "tokenizer.json")
+
+
+def attention_weights(model, ids: np.ndarray, layer: int) -> tuple[np.ndarray, float]:
+    """第 layer 层每个头的注意力权重 (B, nh, T, T)，以及用它重算的注意力输出与该层真实输出的最大差。"""
+    att = model.trf_blocks[layer].att
+    b, t = ids.shape
+    nh, hs = att.num_heads, att.head_dim
+    with tt.no_grad():
+        x = model.tok_emb(ids) + model.pos_emb(tt.arange(t))  # (B, T, C)
+        for block in list(model.trf_blocks)[:layer]:  # 先走完前面的各层
+            x = block(x)
+        h = model.trf_blocks[layer].norm1(x)  # 注意力的输入：pre-norm
+
+        def heads(lin) -> tt.Tensor:
+            return lin(h).reshape(b, t, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+
+        q, k, v = heads(att.W_query), heads(att.W_key), heads(att.W_value)
+        scores = q @ k.transpose(2, 3) / math.sqrt(hs)  # (B, nh, T, T)
+        future = np.triu(np.ones((t, t), dtype=bool), k=1)  # 第 3 章的因果掩码：右上三角是“未来”
+        weights = F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)  # (B, nh, T, T)，每行和为 1
+        ctx = (weights @ v).transpose(1, 2).reshape(b, t, nh * hs)  # (B, T, C)
+        diff = np.abs(att.out_proj(ctx).data - att(h).data).max()  # 与这一层自己的前向比较
+    return weights.data, float(diff)
+
+
+def row_entropy(w: np.ndarray) -> np.ndarray:
+    """每一行注意力权重的熵（奈特），形状 (..., T)：越小，这一行越集中在少数几个字上。"""
+    return -(w * np.log(w + 1e-12)).sum(-1)
+
+
+att_sentence = next(s for s in re.findall(r"[^。？！\n]*[。？！]", val_text) if 14 <= len(s) <= 18)
+att_ids = np.array([run_tok.encode(att_sentence)])  # (1, T)：字符级，一个字一个词元
+T_att = att_ids.shape[1]
+uniform_ent = np.mean(np.log(np.arange(1, T_att + 1)))  # 第 t 行平均分给 t 个可见的字时的熵，再对各行平均
+print(f"验证集里的一句话（{T_att} 个字）：{att_sentence}")
+per_layer = [attention_weights(trained_lm, att_ids, layer) for layer in range(trained_lm.cfg.n_layers)]
+for layer, (w, diff) in enumerate(per_layer):
+    print(f"第 {layer} 层：各头每行熵的平均 {row_entropy(w).mean():.2f}（平均分配时 {uniform_ent:.2f}）；"
+          f"重算的注意力输出与该层输出的最大差 {diff:.1e}")
+att_layer = int(np.argmin([row_entropy(w).mean() for w, _ in per_layer]))  # 注意力最集中的一层
+att_w = per_layer[att_layer][0]  # (1, nh, T, T)
+print(f"画第 {att_layer} 层：权重形状 (B, nh, T, T) = {att_w.shape}，每行之和 {att_w.sum(-1).min():.4f} ～ "
+      f"{att_w.sum(-1).max():.4f}，右上三角（未来的位置）的最大权重 {np.triu(att_w[0], k=1).max():.1f}")
+
+# %%
+chars = [run_tok.decode([int(i)]) for i in att_ids[0]]
+nh = att_w.shape[1]
+ncols = math.ceil(math.sqrt(nh))
+nrows = math.ceil(nh / ncols)
+fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1, 4.2 * nrows), squeeze=False, layout="constrained")
+norm = PowerNorm(gamma=0.5, vmin=0, vmax=1)  # 平方根刻度：0.05 这样的小权重也看得出颜色
+for hd, ax in enumerate(axes.flat):
+    if hd >= nh:
+        ax.axis("off")
+        continue
+    im = ax.imshow(att_w[0, hd], cmap="Blues", norm=norm)
+    ax.set_xticks(range(len(chars)), chars, fontsize=8)
+    ax.set_yticks(range(len(chars)), chars, fontsize=8)
+    ax.set_title(f"头 {hd}")
+    ax.set_xlabel("被看的字（键 key）")
+    ax.set_ylabel("当前的字（查询 query）")
+fig.colorbar(im, ax=axes, shrink=0.6, label="注意力权重（平方根刻度）")
+fig.suptitle(f"训练后的模型第 {att_layer} 层各头的注意力权重：“{att_sentence}”")
+plt.show()
+
+# %%
+ent = row_entropy(att_w[0]).mean(-1)  # (nh,)
+for hd in range(nh):
+    prev = np.diagonal(att_w[0, hd], offset=-1).mean()  # 每个字分给前一个字的权重，平均
+    own = np.diagonal(att_w[0, hd]).mean()  # 分给自己的权重
+    top = np.argsort(-att_w[0, hd, -1])[:3]  # 句末标点最看重的三个字
+    print(f"头 {hd}：每行熵的平均 {ent[hd]:.2f}（平均分配 {uniform_ent:.2f}）；"
+          f"看前一个字 {prev:.2f}，看自己 {own:.2f}；“{chars[-1]}”最看重 "
+          + "、".join(f"“{chars[i]}” {att_w[0, hd, -1, i]:.2f}" for i in top))
+
+# %% [markdown]
+# 每张小图只在对角线和它的左下方有颜色：这正是第 3 章 §3.5 的因果掩码，右上三角的权重恰好是 0（上面打印的最大值），
+# 每个字只能把注意力分给自己和前面的字。第一行总是一个深色方块——句首的字只能看自己，权重只能是 1；越往下，
+# 可看的字越多，权重也就摊得越薄，所以判断一个头是不是盯住了少数几个字，要拿它每行的熵与平均分配时的熵比，
+# 低得越多越集中。画出的这一层里，各头已经有了不同的习惯（对照上面打印的熵和句末标点最看重的字）：
+# 有的头让后面的字大多回头去看句首的年份数字，有的头让“的”之后的字都盯住“的”，熵明显低于平均分配；
+# 也有的头仍然宽泛地铺在前文上。
+
+# %% [markdown]
 # ### 默认任务的完整运行
 #
 # 用默认设置（`python -m gpt_numpy train` 和 `python -m gpt_torch train`，各 2000 步）两条轨道各完整训练一次，
@@ -632,43 +738,35 @@ for s in (samples[0], samples[len(samples) // 2], samples[-1]):
 RESULTS = ROOT / "docs" / "results"
 
 
-def load_run(name: str) -> list[dict] | None:
-    """读 docs/results/<name>.jsonl（格式与训练器写的 metrics.jsonl 相同）；文件不存在时返回 None。"""
+def load_run(name: str) -> list[dict]:
+    """读 docs/results/<name>.jsonl（格式与训练器写的 metrics.jsonl 相同）。"""
     path = RESULTS / f"{name}.jsonl"
-    if not path.is_file():
-        return None
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 default_runs = {track: load_run(f"default-{track}") for track in ("numpy", "torch")}
-default_runs = {k: v for k, v in default_runs.items() if v}
-if not default_runs:
-    print("docs/results/ 里还没有默认任务的完整运行记录（default-numpy.jsonl / default-torch.jsonl），跳过。")
 for track, recs in default_runs.items():
     ev = [r for r in recs if r["type"] == "eval"]
     sp = [r["tokens_per_sec"] for r in recs if r["type"] == "train" and r.get("tokens_per_sec")]
     print(f"{pad(track + ' 轨道', 12)} {ev[-1]['step']} 步：验证损失 {ev[0]['val_loss']:.4f} → {ev[-1]['val_loss']:.4f}"
           f"（困惑度 {math.exp(ev[-1]['val_loss']):.1f}），训练损失 {ev[-1]['train_loss']:.4f}；"
           f"用时 {ev[-1]['time'] / 60:.1f} 分钟，中位吞吐 {np.median(sp) if sp else float('nan'):,.0f} 词元/秒")
-if default_runs:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for track, recs in default_runs.items():
-        ev = [r for r in recs if r["type"] == "eval"]
-        ax.plot([r["step"] for r in ev], [r["train_loss"] for r in ev], "o-", ms=3, label=f"{track}: train")
-        ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "s--", ms=3, label=f"{track}: val")
-    ax.axhline(unigram, color="green", ls=":", label="unigram baseline")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    plt.tight_layout()
-    plt.show()
-if len(default_runs) == 2:
-    ev_np, ev_t = ({r["step"]: r["val_loss"] for r in recs if r["type"] == "eval"} for recs in default_runs.values())
-    common = sorted(set(ev_np) & set(ev_t))
-    if common:
-        print(f"两条轨道在 {len(common)} 个共同的评估点上，验证损失的最大差 "
-              f"{max(abs(ev_np[s] - ev_t[s]) for s in common):.1e}")
+fig, ax = plt.subplots(figsize=(7, 3.2))
+for track, recs in default_runs.items():
+    ev = [r for r in recs if r["type"] == "eval"]
+    ax.plot([r["step"] for r in ev], [r["train_loss"] for r in ev], "o-", ms=3, label=f"{track}：训练集")
+    ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "s--", ms=3, label=f"{track}：验证集")
+ax.axhline(unigram, color="green", ls=":", label="一元模型 (unigram) 参照线")
+ax.set_title(f"默认任务的完整运行（{ev[-1]['step']} 步）")
+ax.set_xlabel("步数 (step)")
+ax.set_ylabel("交叉熵损失")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+ev_np, ev_t = ({r["step"]: r["val_loss"] for r in recs if r["type"] == "eval"} for recs in default_runs.values())
+common = sorted(set(ev_np) & set(ev_t))
+print(f"两条轨道在 {len(common)} 个共同的评估点上，验证损失的最大差 {max(abs(ev_np[s] - ev_t[s]) for s in common):.1e}")
 
 # %% [markdown]
 # 两条轨道从同一个种子出发、用同样的数据和设置，差别只来自浮点舍入，所以曲线应当几乎重合（上面打印了实际的最大差）。
@@ -740,11 +838,13 @@ fig, ax = plt.subplots(figsize=(8, 3.2))
 order = np.argsort(-z)[:20]
 for k, tau in enumerate((0.5, 1.0, 2.0)):
     pr = softmax_np(apply_temperature(z[None], tau))[0]
-    ax.bar(np.arange(20) + (k - 1) * 0.27, pr[order], width=0.27, label=f"temperature {tau}")
+    ax.bar(np.arange(20) + (k - 1) * 0.27, pr[order], width=0.27, label=f"温度 τ = {tau}")
     ent = -(pr * np.log(pr + 1e-30)).sum()
     print(f"τ = {tau}：最大概率 {pr.max():.3f}，熵 {ent:.2f}（相当于在 {math.exp(ent):.0f} 个词元里均匀地选）")
-ax.set_xlabel("rank of token (by logit)")
-ax.set_ylabel("probability")
+ax.set_title(f"“{prompt}”之后的下一个字：三种温度")
+ax.set_xticks(np.arange(20), [zh_tok.decode([int(i)]).replace("\n", "\\n") for i in order])
+ax.set_xlabel("按 logit 从大到小排列的前 20 个字")
+ax.set_ylabel("概率")
 ax.legend()
 plt.tight_layout()
 plt.show()
@@ -1051,8 +1151,9 @@ print(f"全部 {2 * N} 步的最大差 {diff:.1e}")
 # 3. **切开 qkv**：GPT-2 把 Q、K、V 三个投影拼成一个 `c_attn`，权重 (C, 3C)，要切成三个 (C, C)；而且它带偏置，
 #    所以载入后的配置是 `qkv_bias=True`；输出层与词元嵌入共享 (`tie_weights=True`)。
 #
-# 这台机器（以及测试环境）不联网。下面的单元先尝试下载；下载不了，就退而求其次：按 GPT-2 的布局（同样的键名、
-# 同样的 (in, out) 存法）写一个很小的随机检查点，只为把装载的路径完整地走一遍。
+# 下面的单元先尝试下载（下载过的直接从缓存取）。没有网络时就退而求其次：按 GPT-2 的布局（同样的键名、
+# 同样的 (in, out) 存法）写一个很小的随机检查点，只为把装载的路径完整地走一遍。本页保存的输出来自一台不联网的电脑，
+# 走的正是这条路，所以后面生成的是乱码。
 
 # %%
 from safetensors.numpy import save_file
@@ -1091,15 +1192,20 @@ def write_tiny_gpt2(path: Path, n_embd: int = 64, n_layer: int = 2, n_head: int 
     return path
 
 
+def reason(e: Exception) -> str:
+    """下载失败的原因（第一句），家目录写成 ~。"""
+    return str(e).split("；")[0].replace(str(Path.home()), "~")
+
+
 try:
     gpt2_dir = download_gpt2("124M", timeout=15, quiet=True)  # quiet：不往 stderr 打印下载进度
     real_gpt2 = True
-    print("已取得 GPT-2 124M 的权重：", gpt2_dir)
+    print("已取得 GPT-2 124M 的权重：", sorted(p.name for p in gpt2_dir.iterdir()))
 except (DownloadError, NotCachedError, OSError) as e:
     real_gpt2 = False
-    print("没能下载 GPT-2 的权重（这台机器不联网）：")
-    print("   ", str(e).split("；")[0])
-    print("改用一个按 GPT-2 布局写出的随机小检查点来演示装载过程；有网络时重新运行本单元，就会装载真正的 GPT-2。")
+    print("没能下载 GPT-2 的权重：")
+    print("   ", reason(e))
+    print("改用一个按 GPT-2 布局写出的随机小检查点来演示装载过程；联网后重新运行本单元，就会装载真正的 GPT-2。")
     gpt2_dir = write_tiny_gpt2(WORK / "tiny-gpt2-layout")
 
 # %%
@@ -1229,8 +1335,8 @@ try:
     verdict = fetch("the-verdict.txt", quiet=True).read_text(encoding="utf-8")  # 首次使用时下载并校验
 except (DownloadError, NotCachedError, OSError) as e:
     verdict = None
-    print("取不到 the-verdict.txt（这台机器不联网，缓存里也没有）：", str(e).split("；")[0])
-    print("联网运行一次 python -m gpt_numpy train --recipe=book-verdict 后，文件会留在缓存里。")
+    print("取不到 the-verdict.txt：", reason(e))
+    print("联网运行一次 python -m gpt_numpy train --recipe=book-verdict 后，文件会留在缓存里，本单元就能算出总步数。")
 if verdict is not None:
     tr_text, va_text = split_text(verdict, book.val_fraction)
     tr_ids, va_ids = gpt2_tok.encode(tr_text), gpt2_tok.encode(va_text)
@@ -1264,71 +1370,60 @@ def cell(ev: list[dict], i: int) -> str:
     return f"{ev[i]['train_loss']:.2f} / {ev[i]['val_loss']:.2f}"
 
 
-verdict_runs = {}
-for track in ("numpy", "torch"):
-    recs = load_run(f"book-verdict-{track}")
-    if recs:
-        verdict_runs[track] = [r for r in recs if r["type"] == "eval"]
-if not verdict_runs:
-    print("docs/results/ 里还没有原书实验的完整运行记录（book-verdict-numpy.jsonl、book-verdict-torch.jsonl），跳过对照。")
-    print("运行上面的两条命令，把各自输出目录里的 metrics.jsonl 复制成这两个文件，再执行本单元即可。")
-    print(f"原书给出的数字：开始 {BOOK['start'][0]} / {BOOK['start'][1]}，10 轮后 {BOOK['end'][0]} / {BOOK['end'][1]}，"
-          f"验证损失最低约 {BOOK['val_min']}")
-else:
-    per_epoch = {t: ev[-1]["step"] / recipe["epochs"] for t, ev in verdict_runs.items()}  # 最后一次评估在最后一步
-    tracks = list(verdict_runs)
-    print(pad("训练 / 验证损失", 30) + "".join(pad(f"{t} 轨道", 26) for t in tracks) + "原书")
-    print(pad("开始（我们：第 0 步，更新前）", 30) + "".join(pad(cell(verdict_runs[t], 0), 26) for t in tracks)
-          + f"{BOOK['start'][0]} / {BOOK['start'][1]}（第 1 次更新后）")
-    print(pad("下一个评估点", 30) + "".join(
-        pad(cell(verdict_runs[t], 1) + f"（第 {verdict_runs[t][1]['step']} 步）", 26) for t in tracks))
-    print(pad("最后（10 轮）", 30) + "".join(pad(cell(verdict_runs[t], -1), 26) for t in tracks)
-          + f"{BOOK['end'][0]} / {BOOK['end'][1]}")
-    row = ""
-    for t in tracks:
-        vals = [r["val_loss"] for r in verdict_runs[t]]
-        b = int(np.argmin(vals))
-        row += pad(f"{vals[b]:.2f}（第 {verdict_runs[t][b]['step'] / per_epoch[t]:.1f} 轮）", 26)
-    print(pad("验证损失最低", 30) + row + f"约 {BOOK['val_min']}")
-    print(pad("用时", 30) + "".join(pad(f"{verdict_runs[t][-1]['time'] / 60:.1f} 分钟", 26) for t in tracks))
-    print()
-    for t, ev in verdict_runs.items():
-        vals = np.array([r["val_loss"] for r in ev])
-        b = int(np.argmin(vals))
-        print(f"{t} 轨道：训练损失降了 {ev[0]['train_loss'] - ev[-1]['train_loss']:.2f}，验证损失降了 "
-              f"{ev[0]['val_loss'] - ev[-1]['val_loss']:.2f}；最后 验证 − 训练 = {ev[-1]['val_loss'] - ev[-1]['train_loss']:.2f}；"
-              f"验证损失在第 {ev[b]['step'] / per_epoch[t]:.1f} 轮最低，"
-              + (f"之后回升了 {vals[-1] - vals[b]:.2f}" if b < len(vals) - 1 else "直到最后都没有回升"))
-        print(f"    与原书相比，最后的训练损失差 {ev[-1]['train_loss'] - BOOK['end'][0]:+.2f}，"
-              f"验证损失差 {ev[-1]['val_loss'] - BOOK['end'][1]:+.2f}")
+verdict_runs = {t: [r for r in load_run(f"book-verdict-{t}") if r["type"] == "eval"] for t in ("numpy", "torch")}
+per_epoch = {t: ev[-1]["step"] / recipe["epochs"] for t, ev in verdict_runs.items()}  # 最后一次评估在最后一步
+tracks = list(verdict_runs)
+print(pad("训练 / 验证损失", 30) + "".join(pad(f"{t} 轨道", 26) for t in tracks) + "原书")
+print(pad("开始（我们：第 0 步，更新前）", 30) + "".join(pad(cell(verdict_runs[t], 0), 26) for t in tracks)
+      + f"{BOOK['start'][0]} / {BOOK['start'][1]}（第 1 次更新后）")
+print(pad("下一个评估点", 30) + "".join(
+    pad(cell(verdict_runs[t], 1) + f"（第 {verdict_runs[t][1]['step']} 步）", 26) for t in tracks))
+print(pad("最后（10 轮）", 30) + "".join(pad(cell(verdict_runs[t], -1), 26) for t in tracks)
+      + f"{BOOK['end'][0]} / {BOOK['end'][1]}")
+row = ""
+for t in tracks:
+    vals = [r["val_loss"] for r in verdict_runs[t]]
+    b = int(np.argmin(vals))
+    row += pad(f"{vals[b]:.2f}（第 {verdict_runs[t][b]['step'] / per_epoch[t]:.1f} 轮）", 26)
+print(pad("验证损失最低", 30) + row + f"约 {BOOK['val_min']}")
+print(pad("用时", 30) + "".join(pad(f"{verdict_runs[t][-1]['time'] / 60:.1f} 分钟", 26) for t in tracks))
+print()
+for t, ev in verdict_runs.items():
+    vals = np.array([r["val_loss"] for r in ev])
+    b = int(np.argmin(vals))
+    print(f"{t} 轨道：训练损失降了 {ev[0]['train_loss'] - ev[-1]['train_loss']:.2f}，验证损失降了 "
+          f"{ev[0]['val_loss'] - ev[-1]['val_loss']:.2f}；最后 验证 − 训练 = {ev[-1]['val_loss'] - ev[-1]['train_loss']:.2f}；"
+          f"验证损失在第 {ev[b]['step'] / per_epoch[t]:.1f} 轮最低，"
+          + (f"之后回升了 {vals[-1] - vals[b]:.2f}" if b < len(vals) - 1 else "直到最后都没有回升"))
+    print(f"    与原书相比，最后的训练损失差 {ev[-1]['train_loss'] - BOOK['end'][0]:+.2f}，"
+          f"验证损失差 {ev[-1]['val_loss'] - BOOK['end'][1]:+.2f}")
 
 # %%
-if verdict_runs:
-    fig, ax = plt.subplots(figsize=(8, 4))
-    colors = {"numpy": ("#08519c", "#e6550d"), "torch": ("#6baed6", "#fdae6b")}
-    for t, ev in verdict_runs.items():
-        ep = [r["step"] / per_epoch[t] for r in ev]
-        c_tr, c_va = colors[t]
-        ax.plot(ep, [r["train_loss"] for r in ev], "-", color=c_tr, label=f"{t}: train")
-        ax.plot(ep, [r["val_loss"] for r in ev], "-", color=c_va, label=f"{t}: val")
-    pe = next(iter(per_epoch.values()))
-    ax.plot([1 / pe, 10], [BOOK["start"][0], BOOK["end"][0]], "k^", ms=9, label="book: train (start / end)")
-    ax.plot([1 / pe, 10], [BOOK["start"][1], BOOK["end"][1]], "rv", ms=9, label="book: val (start / end)")
-    ax.axhline(BOOK["val_min"], color="red", ls=":", lw=1, label="book: val minimum ≈ 6.1")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title("the-verdict.txt, GPT-2 small (context 256)")
-    sec = ax.secondary_xaxis("top", functions=(lambda e: e * pe, lambda s: s / pe))
-    sec.set_xlabel("step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    plt.tight_layout()
-    plt.show()
+fig, ax = plt.subplots(figsize=(8, 4))
+colors = {"numpy": ("#08519c", "#e6550d"), "torch": ("#6baed6", "#fdae6b")}
+for t, ev in verdict_runs.items():
+    ep = [r["step"] / per_epoch[t] for r in ev]
+    c_tr, c_va = colors[t]
+    ax.plot(ep, [r["train_loss"] for r in ev], "-", color=c_tr, label=f"{t}：训练集")
+    ax.plot(ep, [r["val_loss"] for r in ev], "-", color=c_va, label=f"{t}：验证集")
+pe = next(iter(per_epoch.values()))
+ax.plot([1 / pe, 10], [BOOK["start"][0], BOOK["end"][0]], "k^", ms=9, label="原书：训练集（开始 / 结束）")
+ax.plot([1 / pe, 10], [BOOK["start"][1], BOOK["end"][1]], "rv", ms=9, label="原书：验证集（开始 / 结束）")
+ax.axhline(BOOK["val_min"], color="red", ls=":", lw=1, label=f"原书：验证损失最低 ≈ {BOOK['val_min']}")
+ax.set_xlabel("轮 (epoch)")
+ax.set_ylabel("交叉熵损失")
+ax.set_title(f"the-verdict.txt 上训练 GPT-2 small（上下文 {recipe['context_length']}）")
+sec = ax.secondary_xaxis("top", functions=(lambda e: e * pe, lambda s: s / pe))
+sec.set_xlabel("步数 (step)")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # 原书的数字本身就说明了问题：训练损失从将近 10 一路降到 0.57，验证损失却停在 6 以上，最低点约 6.1，到最后反而回到 6.37。
 # 一亿多个参数面对只有几千个词元的训练文本，模型完全可以把它背下来（过拟合 overfitting）：训练损失 0.57 意味着
-# 训练集上正确词元的（几何平均）概率超过一半，换一段没见过的文字就不灵了。上面的表格和曲线（有记录时）显示我们的两条轨道是否重现了这个形状：看“验证 − 训练”的差有多大，
+# 训练集上正确词元的（几何平均）概率超过一半，换一段没见过的文字就不灵了。上面的表格和曲线显示我们的两条轨道是否重现了这个形状：看“验证 − 训练”的差有多大，
 # 验证损失在第几轮见底、之后是否回升。
 #
 # 对付过拟合，办法不是训练更久，而是更多的数据（或者更小的模型、更强的正则化）。5.5 节正是反过来的情形：

@@ -21,15 +21,19 @@
 # 设置 `LLMZH_QUICK=1` 时（测试这样运行）模型与步数缩小；本文件保存的输出来自完整运行。
 
 # %%
+import contextlib
+import io
 import json
 import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import TqdmWarning
 
 import gpt_numpy
 from gpt_numpy import qwen3 as NQ  # NumPy 轨道的 Qwen3
@@ -43,8 +47,13 @@ WORK = Path(tempfile.mkdtemp(prefix="llmzh-ch08-"))
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 torch.manual_seed(0)
 rng = np.random.default_rng(0)
+# transformers 用 tqdm.auto 画进度条；在没装 ipywidgets 的 Jupyter 里，导入它时 tqdm 会退回文字进度条，
+# 同时发出一条 “IProgress not found” 的 TqdmWarning。这条提示与本章无关，只把它关掉：
+warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
 import transformers  # noqa: E402
 from transformers.models.qwen3 import modeling_qwen3 as HF  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()  # 存取小检查点只要一瞬间，不需要 transformers 的进度条
 
 print("快速模式" if QUICK else "完整模式", "| torch", torch.__version__, "| transformers", transformers.__version__)
 
@@ -483,7 +492,10 @@ tcfg = TrainConfig(out_dir=str(run_dir), max_steps=steps, warmup_steps=steps // 
                    eval_batches=4, progress=False, sample_tokens=20)
 overrides = dict(n_layers=2, emb_dim=64, context_length=64) if QUICK else {}
 t0 = time.perf_counter()
-result = train(tcfg, overrides)
+log = io.StringIO()
+with contextlib.redirect_stderr(log):  # 训练器把过程日志写到 stderr（终端里与结果分开）；这里收集起来一起打印
+    result = train(tcfg, overrides)
+print(log.getvalue().replace(str(WORK), "$WORK").strip())  # 临时目录显示为 $WORK
 print(f"训练 {steps} 步，用时 {time.perf_counter() - t0:.0f} 秒，验证损失 {result.val_loss:.3f}"
       f"（困惑度 {math.exp(result.val_loss):.1f}）")
 gpt = GPTModel.load(run_dir / "ckpt_last")
