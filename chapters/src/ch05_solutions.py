@@ -19,10 +19,13 @@ from gpt_numpy import model as NM
 from llmcore.batches import eval_batches
 from llmcore.config import GPTConfig
 from llmcore.datasets import load_default_corpus
+from llmcore.plotting import use_cjk_font
 from llmcore.sampling import filter_logits, sample_next, softmax
 from llmcore.tokenizers import CharTokenizer, get_gpt2_tokenizer
 from llmcore.weight_init import init_arrays
 from tinytensor.nn import functional as F
+
+use_cjk_font()  # 图里的中文
 
 QUICK = os.environ.get("LLMZH_QUICK") == "1"
 np.set_printoptions(precision=4, suppress=True)
@@ -88,9 +91,10 @@ taus = np.geomspace(0.05, 20, 60)
 ent = [float(-(p * np.log(p + 1e-300)).sum()) for p in (softmax(logits[None] / t)[0] for t in taus)]
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.semilogx(taus, ent)
-ax.axhline(math.log(len(logits)), color="gray", ls=":", label="ln V (uniform)")
-ax.set_xlabel("temperature")
-ax.set_ylabel("entropy (nats)")
+ax.axhline(math.log(len(logits)), color="gray", ls=":", label="ln V（均匀分布）")
+ax.set_xlabel("温度 τ (temperature)")
+ax.set_ylabel("熵（奈特）")
+ax.set_title("温度越高，下一个词元的分布越平")
 ax.legend()
 plt.tight_layout()
 plt.show()
