@@ -33,6 +33,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -49,7 +50,10 @@ from llmcore.trainer import TrainingDiverged, TrainingInterrupted, lr_at
 from gpt_torch import model as TM
 from tinytensor.nn import functional as F
 from llmcore.schedule import warmup_cosine_lr
+from llmcore.plotting import use_cjk_font
+from gpt_numpy.train import NumpyBackend
 
+use_cjk_font()  # 图里的中文
 QUICK = os.environ.get("LLMZH_QUICK") == "1"
 WORK = Path(tempfile.mkdtemp(prefix="llmzh-appd-"))
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
@@ -69,6 +73,9 @@ print("快速模式" if QUICK else "完整模式", f"| 词表 V = {V:,}，训练
 # %% [markdown]
 # 实验用的模型比默认任务小一些（上下文 64），每次训练几百步。所有实验共用下面这组设置，
 # 每个实验只改其中一两项；`run()` 把训练器打印的信息收起来，返回 `metrics.jsonl` 的记录。
+# 训练器只记下每一步梯度的**总**范数；为了在 D.2 里看清梯度落在哪些参数上，`run()` 还给后端的 `clip_grad_norm`
+# 套了一层，裁剪之前按参数组（嵌入、各块的 qkv、输出投影、前馈层、偏置……）记下每组的梯度范数，存在 `GROUP_NORMS` 里。
+# 这一层只读梯度，不改变训练。
 
 # %%
 if QUICK:
@@ -87,6 +94,40 @@ def read_metrics(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+def group_of(name: str) -> str:
+    """参数名 → 参数组：嵌入、输出层、各块里的 qkv / 输出投影 / 前馈两层 / 偏置 / LayerNorm。"""
+    if not name.startswith("trf_blocks."):
+        return name.split(".")[0]  # tok_emb、pos_emb、final_norm、out_head
+    rest = name.split(".", 2)[2]
+    if "norm" in rest:
+        return "块内 LayerNorm"
+    if rest.endswith(".bias"):
+        return "块内偏置"
+    return {"att.out_proj.weight": "out_proj", "ff.layers.0.weight": "ff1", "ff.layers.2.weight": "ff2"}.get(rest, "qkv")
+
+
+GROUP_NORMS: dict[str, list[dict[str, float]]] = {}  # 实验名 → 每一步各参数组（裁剪前）的梯度范数
+
+
+@contextlib.contextmanager
+def record_group_norms(store: list) -> Iterator[None]:
+    """给后端的 clip_grad_norm 套一层：裁剪之前，先按参数组记下这一步的梯度范数。"""
+    orig = NumpyBackend.clip_grad_norm
+
+    def clip(self, max_norm: float) -> float:
+        sq: dict[str, float] = {}
+        for n, p in self.model.named_parameters():
+            sq[group_of(n)] = sq.get(group_of(n), 0.0) + float((p.grad.data.astype(np.float64) ** 2).sum())
+        store.append({g: math.sqrt(v) for g, v in sq.items()})
+        return orig(self, max_norm)
+
+    NumpyBackend.clip_grad_norm = clip
+    try:
+        yield
+    finally:
+        NumpyBackend.clip_grad_norm = orig
+
+
 def run(name: str, show: bool = False, **changes) -> list[dict]:
     """按 BASE + changes 在 NumPy 轨道上训练（输出目录 $WORK/name），返回 metrics 记录。"""
     tcfg = TrainConfig(out_dir=str(WORK / name), **{**BASE, **changes})
@@ -94,7 +135,8 @@ def run(name: str, show: bool = False, **changes) -> list[dict]:
     t0 = time.time()
     try:
         # 发散实验里 logits 会溢出成 inf/NaN：那正是要演示的现象，由训练循环检测并报告，不用 NumPy 的警告
-        with contextlib.redirect_stderr(log), np.errstate(over="ignore", invalid="ignore"):
+        with contextlib.redirect_stderr(log), np.errstate(over="ignore", invalid="ignore"), \
+                record_group_norms(GROUP_NORMS.setdefault(name, [])):
             train(tcfg, MODEL, data=DATA)
         status = "完成"
     except TrainingInterrupted as e:
@@ -194,12 +236,13 @@ for s in (0, 1, d.warmup_steps - 1, d.warmup_steps, (d.warmup_steps + d.max_step
     print(f"第 {s:>4} 步（从 0 数）：lr = {lrs[s]:.3e}")
 
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.plot(xs, lrs, label="warmup + cosine (default)")
+ax.plot(xs, lrs, label="预热 + 余弦（默认）")
 const = TrainConfig(schedule="constant")  # 训练器的 constant 调度同样可以带预热
-ax.plot(xs, [lr_at(s, const, d.max_steps) for s in xs], "--", label="constant (with the same warmup)")
+ax.plot(xs, [lr_at(s, const, d.max_steps) for s in xs], "--", label="常数（带同样的预热）")
 ax.axvline(d.warmup_steps, color="gray", ls=":", lw=1)
-ax.set_xlabel("step")
-ax.set_ylabel("learning rate")
+ax.set_xlabel("步数 (step)")
+ax.set_ylabel("学习率 (lr)")
+ax.set_title(f"默认任务的学习率调度：{d.max_steps} 步，预热 {d.warmup_steps} 步")
 ax.grid(alpha=0.3)
 ax.legend()
 plt.tight_layout()
@@ -214,17 +257,27 @@ plt.show()
 # **为什么要退火？** 用小批次估计的梯度带着噪声，学习率固定时，参数最终会在一个“谷底”附近来回晃，晃动的幅度与学习率成正比。
 # 训练后期逐渐减小学习率，参数就能落到更低的地方。余弦形状的好处是平滑：前半段降得慢、多用大步探索，后半段降得快、专心收敛。
 #
-# 空口无凭，拿 D.0 的小模型比一比：一次用常数学习率（不预热），一次用预热 + 余弦退火，峰值都是 3e-3，
-# 其余设置完全相同。小批次训练的结果带有随机性（取哪些批次、初始权重），只比一次容易被运气误导，
-# 所以每种调度用两个不同的种子各训一次。
+# 空口无凭，拿 D.0 的小模型比一比。比之前先交代一个前提：**峰值学习率要与初始化配得上**。
+# 这个模型用默认的 GPT-2 初始化时，峰值 3e-3 太高了——训练会在“只按字频猜”的平台上停很久，还伴随着梯度尖峰
+# （D.2 看尖峰落在哪些参数上，D.7 说明为什么 3e-3 对这种初始化太高）；峰值 1e-3 时训练是健康的。
+# 所以实验分三组，其余设置完全相同：
+#
+# - **常数 1e-3**：不预热，第一步就是峰值；
+# - **预热 + 余弦 1e-3**：预热 30 步，再余弦退火到 1e-4；
+# - **预热 + 余弦 3e-3**：D.0 的 `BASE` 原样（退火到 3e-4），用来看学习率过高时的样子。
+#
+# 小批次训练的结果带有随机性（取哪些批次、初始权重），只比一次容易被运气误导，所以每组用两个种子各训一次。
 
 # %%
 SEEDS = (1337, 7)  # 1337 是 TrainConfig 的默认种子
+LR_OK = dict(lr=1e-3, min_lr=1e-4)  # 与 GPT-2 初始化配得上的峰值（D.7 解释）
+GROUPS = {"constant": "常数 1e-3", "cosine": "预热 + 余弦 1e-3", "cosine-3e-3": "预热 + 余弦 3e-3"}
 rec = {}
 for seed in SEEDS:
-    rec["constant", seed] = run(f"const-{seed}", seed=seed, schedule="constant", warmup_steps=0)
-    rec["cosine", seed] = run(f"cosine-{seed}", seed=seed)  # BASE 本身就是预热 + 余弦
-rec_const, rec_cos = rec["constant", 1337], rec["cosine", 1337]
+    rec["constant", seed] = run(f"const-{seed}", seed=seed, schedule="constant", warmup_steps=0, **LR_OK)
+    rec["cosine", seed] = run(f"cosine-{seed}", seed=seed, **LR_OK)
+    rec["cosine-3e-3", seed] = run(f"cosine-3e-3-{seed}", seed=seed)  # BASE 本身：预热 + 余弦，峰值 3e-3
+rec_const, rec_cos, rec_hot = rec["constant", 1337], rec["cosine", 1337], rec["cosine-3e-3", 1337]
 
 # %% [markdown]
 # 为了读懂曲线，先算一个参照：只按字频猜（一元模型，unigram）的交叉熵。模型的损失降到这条线以下，
@@ -235,91 +288,112 @@ counts = np.bincount(DATA.train_tokens, minlength=V) + 0.5  # 加 0.5 平滑，�
 unigram = float(-np.log(counts[DATA.val_tokens] / counts.sum()).mean())
 print(f"一元模型（只看字频）在验证集上的交叉熵：{unigram:.4f}；ln V = {math.log(V):.4f}")
 
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
-style = {"constant": "#e6550d", "cosine": "#3182bd"}
-for (sched, seed), r in rec.items():
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+style = {"constant": "#e6550d", "cosine": "#3182bd", "cosine-3e-3": "#756bb1"}
+k = 10 if not QUICK else 3
+for (group, seed), r in rec.items():
     tr = [x for x in r if x["type"] == "train"]
     ev = [x for x in r if x["type"] == "eval"]
     ls = "-" if seed == SEEDS[0] else "--"
-    label = f"{'constant lr' if sched == 'constant' else 'warmup + cosine'}, seed {seed}"
+    label = f"{GROUPS[group]}，种子 {seed}"
     if seed == SEEDS[0]:
-        axes[0].plot([x["step"] for x in tr], [x["lr"] for x in tr], color=style[sched], label=label)
-    k = 10 if not QUICK else 3
-    axes[1].plot(np.arange(k, len(tr) + 1), smooth([x["loss"] for x in tr], k), ls, color=style[sched], lw=1, label=label)
-    axes[2].plot([x["step"] for x in ev], [x["val_loss"] for x in ev], "o" + ls, ms=3, color=style[sched], label=label)
+        axes[0].plot([x["step"] for x in tr], [x["lr"] for x in tr], color=style[group], label=GROUPS[group])
+    axes[1].plot(np.arange(k, len(tr) + 1), smooth([x["loss"] for x in tr], k), ls, color=style[group], lw=1, label=label)
+    axes[2].plot([x["step"] for x in ev], [x["val_loss"] for x in ev], "o" + ls, ms=3, color=style[group], label=label)
 for ax in axes[1:]:
-    ax.axhline(unigram, color="gray", ls=":", label="unigram baseline")
-axes[0].set_ylabel("learning rate")
-axes[1].set_ylabel("training loss (moving avg)")
-axes[2].set_ylabel("validation loss")
+    ax.axhline(unigram, color="gray", ls=":", label="一元模型 (unigram)")
+axes[0].set_ylabel("学习率 (lr)")
+axes[1].set_ylabel(f"训练损失（{k} 步滑动平均）")
+axes[2].set_ylabel("验证损失")
+axes[0].set_title("三组的学习率")
+axes[1].set_title("训练损失")
+axes[2].set_title("验证损失")
 axes[1].set_ylim(top=min(8.6, axes[1].get_ylim()[1]))
 for ax in axes:
-    ax.set_xlabel("step")
+    ax.set_xlabel("步数 (step)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
 plt.tight_layout()
 plt.show()
 
 
-
-def max_rebound(r: list[dict], n: int = 30) -> float:
+def max_rebound(r: list[dict], n: int = 100) -> float:
     """前 n 步里，损失比此前最低点最多回升了多少（0 表示一路下降，没有冲高）。"""
     ls = [x["loss"] for x in r if x["type"] == "train" and x["step"] <= n]
     return max([0.0, *(ls[i] - min(ls[:i]) for i in range(1, len(ls)))])
 
 
-n_early = min(30, STEPS)
-print(pad("", 24) + pad(f"前 {n_early} 步损失的最大回升", 24) + pad("最后的验证损失", 16) + pad("最低验证损失", 14) + "学习率之和")
-for (sched, seed), r in rec.items():
-    vals = [x["val_loss"] for x in r if x["type"] == "eval"]
-    lr_sum = sum(x["lr"] for x in r if x["type"] == "train")
-    name = ("常数学习率" if sched == "constant" else "预热 + 余弦") + f"，种子 {seed}"
-    print(pad(name, 24) + pad(f"{max_rebound(r, n_early):.4f}", 24) + pad(f"{vals[-1]:.4f}", 16) + pad(f"{min(vals):.4f}", 14)
-          + f"{lr_sum:.3f}")
-
-# %% [markdown]
-# 这张表怎么读：
-#
-# - **前几十步损失的最大回升**看开头稳不稳：损失比此前的最低点又冲高了多少。逐步的训练损失本来就随批次起伏，
-#   这一列不会是 0；要看的是常数学习率（没有预热，第一步就按峰值迈步）这一组是否明显大于预热的那一组。
-#   如果两组差不多，说明在这个小模型上（又开着梯度裁剪）不预热也没出事。
-# - **最后的验证损失**看结尾。这里有两股方向相反的力量：余弦退火在后期把学习率降到 `min_lr`，让参数落到谷底更低处；
-#   可是预热和退火也让学习率在大部分时间里低于峰值，**学习率之和**（最后一列，粗略地说是参数能走的总路程）
-#   比常数学习率小得多。训练很短、模型离收敛还远时，后一股力量可能占上风。
-# - **同一种调度、不同种子**之间的差别，就是“运气”的大小。两种调度之间的差如果还没有它大，就不能说谁更好。
-#
-# 下面这格把这几项比较算出来，结论以它打印的为准：
-
-# %%
 def final_val(r: list[dict]) -> float:
     return [x["val_loss"] for x in r if x["type"] == "eval"][-1]
 
 
-diffs = {seed: final_val(rec["cosine", seed]) - final_val(rec["constant", seed]) for seed in SEEDS}
-for seed, d in diffs.items():
-    print(f"种子 {seed}：最后的验证损失 预热+余弦 − 常数 = {d:+.4f}（{'预热 + 余弦更低' if d < 0 else '常数学习率更低'}）；"
-          f"前 {n_early} 步损失的最大回升 常数 {max_rebound(rec['constant', seed], n_early):.4f}，"
-          f"预热+余弦 {max_rebound(rec['cosine', seed], n_early):.4f}")
-luck = max(abs(final_val(rec[sched, SEEDS[0]]) - final_val(rec[sched, SEEDS[1]])) for sched in ("constant", "cosine"))
-print(f"同一种调度换一个种子，最后的验证损失最多相差 {luck:.4f}")
-same_sign = all(d < 0 for d in diffs.values()) or all(d > 0 for d in diffs.values())
-winner = "预热 + 余弦" if all(d < 0 for d in diffs.values()) else "常数学习率"
-if same_sign and min(abs(d) for d in diffs.values()) > luck:
-    print(f"结论：两个种子都是{winner}的最终验证损失更低，而且差别大于换种子带来的波动。")
-elif same_sign:
-    print(f"结论：两个种子都是{winner}更低，但差别不比换种子带来的波动大，证据还不够强。")
-else:
-    print("结论：两个种子给出的方向相反——在这么短的训练里，两种调度分不出高下。")
+def grad_norms(r: list[dict]) -> np.ndarray:
+    return np.array([x["grad_norm"] for x in r if x["type"] == "train"])
+
+
+n_early = min(100, STEPS)
+clip_at = TrainConfig().grad_clip  # BASE 没有改它：上限 1.0
+print(pad("", 30) + pad(f"前 {n_early} 步最大回升", 18) + pad("最大梯度范数", 14) + pad("被裁剪的步数", 14)
+      + pad("最后的验证损失", 16) + pad("比一元模型低", 14) + "学习率之和")
+for (group, seed), r in rec.items():
+    g = grad_norms(r)
+    print(pad(f"{GROUPS[group]}，种子 {seed}", 30) + pad(f"{max_rebound(r, n_early):.3f}", 18) + pad(f"{g.max():.1f}", 14)
+          + pad(f"{int((g > clip_at).sum())} / {len(g)}", 14) + pad(f"{final_val(r):.4f}", 16)
+          + pad(f"{unigram - final_val(r):.4f}", 14) + f"{sum(x['lr'] for x in r if x['type'] == 'train'):.3f}")
 
 # %% [markdown]
-# 不管这一次谁赢，都要记住实验的尺度：几百步、一个很小的模型，验证损失还在往下走，远没有收敛。
-# 在这样的训练里，谁的学习率总量大，谁往往就走得远；退火的好处要等到损失接近平台、常数学习率开始在谷底附近来回“晃”时
-# 才显出来，预热的好处则要在更大的模型、更高的学习率下才显出来。调度是为整个训练过程设计的；
-# 想自己验证，可以把 `BASE` 里的峰值学习率调高、步数加长，再比一次。
+# 这张表怎么读：
 #
-# 表里还有一个与直觉相反的地方：前 30 步损失的最大回升，反而是带预热的那两次大得多。预热只管开头，
-# 学习率爬到峰值附近时，训练照样可能突然失稳：种子 1337 那次预热 + 余弦的训练，损失在预热将结束时猛跳了一步，
-# 紧接着梯度范数出现一个远远高出其余各步的尖峰——下一节的梯度范数图上能看到它（也打印了它是第几步）。
+# - **前 100 步损失的最大回升**看开头稳不稳：损失比此前的最低点又冲高了多少。逐步的训练损失本来就随批次起伏，
+#   这一列不会是 0，要看的是哪一组明显偏大。**最大梯度范数**和**被裁剪的步数**是同一件事的另一面（D.2 细看）。
+# - **最后的验证损失**和**比一元模型低**多少看结尾：后者越大，模型从上下文里学到的越多。
+# - **学习率之和**粗略地说是参数能走的总路程：预热和退火让学习率在大部分时间里低于峰值，这个和比常数学习率小得多。
+# - **同一组、不同种子**之间的差别，就是“运气”的大小。两组之间的差如果还没有它大，就不能说谁更好。
+#
+# 下面这格把这几项比较算出来：
+
+# %%
+def compare(a: str, b: str) -> tuple[list[float], float]:
+    """每个种子的“a 组 − b 组”最后验证损失之差，以及两组里换种子带来的最大差别。"""
+    diffs = [final_val(rec[a, s]) - final_val(rec[b, s]) for s in SEEDS]
+    luck = max(abs(final_val(rec[grp, SEEDS[0]]) - final_val(rec[grp, SEEDS[1]])) for grp in (a, b))
+    return diffs, luck
+
+
+for a, b in (("cosine", "constant"), ("cosine-3e-3", "cosine")):
+    diffs, luck = compare(a, b)
+    print(f"{GROUPS[a]} − {GROUPS[b]}：最后的验证损失之差 " + "，".join(f"种子 {s} {x:+.4f}" for s, x in zip(SEEDS, diffs))
+          + f"；这两组换种子最多相差 {luck:.4f}")
+    if all(x > 0 for x in diffs) or all(x < 0 for x in diffs):
+        lower = GROUPS[b] if diffs[0] > 0 else GROUPS[a]
+        print(f"    两个种子都是“{lower}”更低，" + ("差别大于换种子的波动。" if min(map(abs, diffs)) > luck
+                                               else "但差别不大于换种子的波动。"))
+    else:
+        print("    两个种子给出的方向相反。")
+for group in GROUPS:
+    reb = [max_rebound(rec[group, s], n_early) for s in SEEDS]
+    top = [grad_norms(rec[group, s]).max() for s in SEEDS]
+    print(f"{pad(GROUPS[group], 18)} 前 {n_early} 步最大回升 {min(reb):.3f}–{max(reb):.3f}，最大梯度范数 {min(top):.1f}–{max(top):.1f}")
+late = {g: np.mean([final_val(rec[g, s]) - [x["val_loss"] for x in rec[g, s] if x["type"] == "eval"][-2] for s in SEEDS])
+        for g in ("constant", "cosine")}
+print("最后一个评估间隔里验证损失的平均变化：" + "，".join(f"{GROUPS[g]} {v:+.4f}" for g, v in late.items()))
+
+# %% [markdown]
+# 几条结论，都对着上面打印的数：
+#
+# - **峰值 3e-3 对 GPT-2 初始化太高。** 这两次训练最后的验证损失只比一元模型低零点几，比同样调度、峰值 1e-3 的那组高出一大截，
+#   两个种子都是如此，差别远大于换种子的波动。它们的前 100 步里损失都有一次大幅回升，梯度范数出现比平时大上百倍的尖峰。
+#   “预热 + 余弦”会冲高、会输给 PyTorch 默认初始化，原因都不在调度上，而在这个学习率对这种初始化太高——D.2 看尖峰落在哪些参数上，
+#   D.7 说明“太高”是相对什么而言。
+# - **预热在这个规模上看不出好处。** 峰值 1e-3 时，不预热的常数学习率第一步就按峰值迈步：它的最大梯度范数比预热的那组大一些
+#   （上面打印了两组的范围），但前 100 步损失的回升与预热的那组相差无几，最终损失还更低。峰值 3e-3 时，预热也没有防住失稳，
+#   尖峰出现在学习率爬到峰值附近的时候。预热防的是大模型、大学习率在开头的发散，这个小模型用合适的峰值时没有这个问题。
+# - **在 300 步里，余弦退火输给常数学习率。** 峰值同为 1e-3，两个种子都是常数学习率的最终验证损失更低，差别大于换种子的波动。
+#   原因在最后一列和最后一行：常数学习率的学习率之和差不多是预热 + 余弦的两倍，而且到训练结束它的验证损失还在明显下降，
+#   没有走平——模型离收敛还远，谁走的路多谁就低。退火的好处要等常数学习率的损失走平、开始在谷底附近来回晃时才显出来，
+#   那需要长得多的训练；默认任务训练 2000 步，用的正是预热 + 余弦。
+#
+# 所以这一节的实验能证实的是“学习率的大小要对”，而不是“预热 + 余弦更好”：在几百步、两百万参数的规模上，后者的两个好处都还没有机会出现。
 
 # %% [markdown]
 # ## D.2 梯度裁剪
@@ -415,36 +489,74 @@ print("裁剪后梯度的最大差：",
 #   两条轨道之间的差只是 float32 的舍入（两个框架各自算出的梯度本来就差这么一点）；
 # - 裁剪后的总范数等于上限（差一点点来自分母里的 $10^{-6}$）：每个梯度乘的是同一个系数，方向不变，只是步子变短了。
 #
-# 训练中的梯度范数是什么样子？D.1 的两次训练都开着裁剪（上限 1.0），`metrics.jsonl` 里记着每一步裁剪前的范数：
+# 训练中的梯度范数是什么样子？D.1 的训练都开着裁剪（上限 1.0），`metrics.jsonl` 里记着每一步裁剪前的总范数。
+# 把种子 1337 的三组画在一起：
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3))
-for recs, name in ((rec_const, "constant lr"), (rec_cos, "warmup + cosine")):
-    tr = [r for r in recs if r["type"] == "train"]
-    ax.plot([r["step"] for r in tr], [r["grad_norm"] for r in tr], lw=1, label=name)
-ax.axhline(BASE.get("grad_clip", TrainConfig().grad_clip), color="red", ls="--", label="max_norm = 1.0")
+fig, ax = plt.subplots(figsize=(8, 3.2))
+for group in GROUPS:
+    tr = [r for r in rec[group, 1337] if r["type"] == "train"]
+    ax.plot([r["step"] for r in tr], [r["grad_norm"] for r in tr], lw=1, color=style[group], label=GROUPS[group])
+ax.axhline(clip_at, color="red", ls="--", label=f"裁剪上限 max_norm = {clip_at}")
 ax.set_yscale("log")
-ax.set_xlabel("step")
-ax.set_ylabel("grad norm before clipping")
+ax.set_xlabel("步数 (step)")
+ax.set_ylabel("裁剪前的梯度范数")
+ax.set_title("每一步的梯度总范数（种子 1337）")
 ax.grid(alpha=0.3)
-ax.legend()
+ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
-for recs, name in ((rec_const, "常数学习率"), (rec_cos, "预热 + 余弦")):
-    g = np.array([r["grad_norm"] for r in recs if r["type"] == "train"])
-    hit = np.flatnonzero(g > 1.0) + 1  # 被裁剪的步（从 1 数）
-    where = f"，第一个是第 {hit[0]} 步，最后一个是第 {hit[-1]} 步" if len(hit) else ""
-    print(f"{pad(name, 12)} 梯度范数中位数 {np.median(g):.3f}，最大 {g.max():.3f}（第 {int(np.argmax(g)) + 1} 步），"
-          f"{len(hit)} / {len(g)} 步被裁剪{where}")
+for (group, seed), r in rec.items():
+    g = grad_norms(r)
+    hit = np.flatnonzero(g > clip_at) + 1  # 被裁剪的步（从 1 数）
+    halves = f"（前一半 {int((hit <= STEPS // 2).sum())} 步，后一半 {int((hit > STEPS // 2).sum())} 步）" if len(hit) else ""
+    print(f"{pad(f'{GROUPS[group]}，种子 {seed}', 30)} 中位数 {np.median(g):.3f}，最大 {g.max():7.1f}（第 {int(np.argmax(g)) + 1:>3} 步），"
+          f"{len(hit):>3} / {len(g)} 步被裁剪{halves}")
 
 # %% [markdown]
-# 高出红线的那些步才会被裁剪，上面数出了各有多少步、落在哪一段。理想的上限像一根保险丝：平时不动，只在少数尖峰上起作用。
-# 如果曲线上有远远高出红线的尖峰（上面打印了最大值和它出现在第几步），那一步就是裁剪真正派上用场的地方：
-# 不裁剪的话，这一个批次的梯度会带着全部的大小进入 AdamW 的一阶、二阶动量，在之后很多步里扰乱更新。
+# 尖峰那一步的梯度在哪些参数上？`run()` 按参数组记下了每一步的梯度范数（D.0）。取峰值 3e-3、种子 1337 那次训练
+# 梯度范数最大的一步，与它前后各 5 步的中位数对比；再看峰值 1e-3 那次训练的同一批步数：
+
+# %%
+def group_table(name: str, step: int, width: int = 5) -> tuple[dict[str, float], dict[str, float]]:
+    """第 step 步（从 1 数）各参数组的梯度范数，以及前后各 width 步（不含这一步）的中位数。"""
+    per = GROUP_NORMS[name]
+    around = [per[i] for i in range(max(0, step - 1 - width), min(len(per), step + width)) if i != step - 1]
+    return per[step - 1], {g: float(np.median([p[g] for p in around])) for g in per[0]}
+
+
+spike = int(np.argmax(grad_norms(rec_hot))) + 1
+for name, title in ((f"cosine-3e-3-{SEEDS[0]}", "预热 + 余弦 3e-3"), (f"cosine-{SEEDS[0]}", "预热 + 余弦 1e-3")):
+    at, usual = group_table(name, spike)
+    tot_at, tot_usual = math.sqrt(sum(v**2 for v in at.values())), math.sqrt(sum(v**2 for v in usual.values()))
+    print(f"{title}，第 {spike} 步：总范数 {tot_at:.2f}（前后 5 步的中位数 {tot_usual:.2f}）")
+    print("    " + pad("参数组", 16) + pad("这一步", 10) + pad("前后中位数", 12) + "这一步占平方和")
+    for g in sorted(at, key=at.get, reverse=True)[:6]:
+        print("    " + pad(g, 16) + pad(f"{at[g]:.3f}", 10) + pad(f"{usual[g]:.3f}", 12) + f"{at[g]**2 / tot_at**2:.1%}")
+tr_hot = [r for r in rec_hot if r["type"] == "train"]
+print(f"预热 + 余弦 3e-3，种子 {SEEDS[0]}，尖峰前后每一步的训练损失（更新之前算的）、梯度范数和学习率：")
+for r in tr_hot[max(0, spike - 4):spike + 1]:
+    print(f"    第 {r['step']:>3} 步  损失 {r['loss']:6.3f}  梯度范数 {r['grad_norm']:8.2f}  学习率 {r['lr']:.2e}")
+usual_share = np.median([p["out_head"] ** 2 / sum(v**2 for v in p.values()) for p in GROUP_NORMS[f"cosine-3e-3-{SEEDS[0]}"]])
+print(f"峰值 3e-3 那次训练，300 步里 out_head 的梯度占平方和的比例的中位数：{usual_share:.1%}")
+
+# %% [markdown]
+# 读这几行数字和图：
 #
-# 上限设得太低、几乎每一步都被裁剪会怎样？对 SGD 来说，这等于偷偷把学习率调小了；AdamW 则不同，它本来就要把梯度除以
-# 自己估计的尺度 $\sqrt{\hat v}$，整体缩小的梯度大体会被抵消。所以在 AdamW 下，裁剪的作用主要是压低尖峰那一步
-# 在动量 m、v 里的分量，不让一个异常的批次左右之后很多步的更新。
+# - **峰值 3e-3 的训练，平时的梯度范数不到 0.5，尖峰那一步却是平时的几百倍。** 平时梯度的大头在输出层 out_head 上
+#   （最后一行打印了它占平方和的比例的中位数）；尖峰那一步，梯度分散在块内的偏置、输出投影 out_proj、嵌入和 qkv 上，
+#   out_head 反而很小——平时梯度很小的那些参数一下子拿到了巨大的梯度。峰值 1e-3 那次训练在同一步上没有任何异常。
+#   再看尖峰前后的几步：先出问题的是损失——梯度尖峰那一步或它的前一步，损失已经比前几步高出一大截，
+#   而把模型推到那里的上一次更新，梯度范数完全正常，根本没有被裁剪。一个正常大小的梯度，配上快到峰值的学习率，
+#   就把模型推进了坏区域：AdamW 每一步的步长约等于学习率，与梯度多大无关（D.3），所以裁剪梯度管不住这一步。
+#   尖峰那一步被裁剪回 1.0，也救不了这次训练：D.1 里峰值 3e-3 的训练最后都只比一元模型低一点。
+#   病根是学习率对这种初始化太高（D.7），梯度尖峰只是症状。
+# - **峰值 1e-3 的训练，梯度范数随训练慢慢长到 1 左右**，被裁剪的步数大多落在后一半。上限 1.0 在这里并不是
+#   “平时不动、只在尖峰上起作用”的保险丝，而是在后半段的大多数步上都起作用。
+#
+# 裁剪得这么频繁有害吗？对 SGD 来说，这等于偷偷把学习率调小了；AdamW 则不同，它本来就要把梯度除以自己估计的尺度
+# $\sqrt{\hat v}$，整体缩小的梯度大体会被抵消。所以在 AdamW 下，裁剪的作用主要是压低个别异常步在动量 m、v 里的分量，
+# 不让一个异常的批次左右之后很多步的更新；上限略低于平时的梯度范数，代价很小。
 
 # %% [markdown]
 # ## D.3 AdamW
@@ -658,7 +770,7 @@ print("trainer_state.json:", {k: state[k] for k in ("step", "optim_step", "data_
 # - 随机数状态：dropout 要用（这里的模型没有 dropout，但训练器照样保存）；
 # - 训练配置：续训时与检查点比对，改了不该改的字段（比如学习率）会报错并指出是哪个字段。
 #
-# 试一试。D.1 里“预热 + 余弦”那次一口气训完的训练就是参照；现在用完全相同的设置再训一次，但在一半处用
+# 试一试。D.1 里“预热 + 余弦 3e-3”、种子 1337 那次一口气训完的训练（D.0 的 `BASE` 原样）就是参照；现在用完全相同的设置再训一次，但在一半处用
 # `stop_at` 停下（命令行写作 `--stop_at=N`，效果与训练中按 Ctrl-C 相同：保存检查点后退出），再用同样的设置接着训：
 
 # %%
@@ -668,7 +780,7 @@ shutil.copytree(WORK / "resume", WORK / "resume-no-optim")  # 留一份副本，
 rec_resume = run("resume", show=True)
 
 # %%
-a, b = losses(rec_cos), losses(rec_resume)
+a, b = losses(rec_hot), losses(rec_resume)
 la = np.array([a[s] for s in range(1, STEPS + 1)])
 lb = np.array([b[s] for s in range(1, STEPS + 1)])
 print(f"两次训练都记录了第 1…{STEPS} 步：{sorted(a) == sorted(b) == list(range(1, STEPS + 1))}")
@@ -694,12 +806,13 @@ c = losses(rec_no_optim)
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
 steps_after = np.arange(max(1, half - 20), STEPS + 1)
-ax.plot(steps_after, [a[s] for s in steps_after], label="uninterrupted")
-ax.plot(steps_after, [b[s] for s in steps_after], "--", lw=2, label="stop + resume (full checkpoint)")
-ax.plot(steps_after, [c[s] for s in steps_after], label="resume without optimizer state")
+ax.plot(steps_after, [a[s] for s in steps_after], label="一口气训完（参照）")
+ax.plot(steps_after, [b[s] for s in steps_after], "--", lw=2, label="中断再续（完整检查点）")
+ax.plot(steps_after, [c[s] for s in steps_after], label="续训时丢了优化器状态")
 ax.axvline(half + 0.5, color="gray", ls=":")
-ax.set_xlabel("step")
-ax.set_ylabel("training loss")
+ax.set_xlabel("步数 (step)")
+ax.set_ylabel("训练损失")
+ax.set_title(f"在第 {half} 步中断后续训")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
 plt.tight_layout()
@@ -800,46 +913,112 @@ print(f"torch 方案的初始损失比 gpt2 方案高 {gap:.4f}；公式的估�
 
 # %% [markdown]
 #
-# 初始化的差别会带到训练里去吗？用 PyTorch 默认初始化把 D.1 的“预热 + 余弦”再训一次，与 GPT-2 初始化的那次比较：
+# 初始化的差别会带到训练里去吗？D.1 里，GPT-2 初始化配峰值 3e-3 的两次训练停在一元模型附近，换成峰值 1e-3 就正常了。
+# 这是初始化的问题，还是学习率的问题？用 PyTorch 默认初始化、峰值 3e-3（D.1 第三组的设置，只改 `init`）
+# 再训两个种子，与 D.1 的两组 GPT-2 初始化放在一起比：
 
 # %%
-rec_torch_init = run("torch-init", init="torch")
+INITS = {"torch-3e-3": "torch 初始化，3e-3", "cosine-3e-3": "gpt2 初始化，3e-3", "cosine": "gpt2 初始化，1e-3"}
+for seed in SEEDS:
+    rec["torch-3e-3", seed] = run(f"torch-3e-3-{seed}", seed=seed, init="torch")
+rec_torch_init = rec["torch-3e-3", SEEDS[0]]
 
-fig, ax = plt.subplots(figsize=(7, 3.2))
-for recs, name in ((rec_cos, "init = gpt2"), (rec_torch_init, "init = torch")):
-    tr = [r["loss"] for r in recs if r["type"] == "train"]
-    ev = [r for r in recs if r["type"] == "eval"]
-    kk = 10 if not QUICK else 3
-    ax.plot(np.arange(kk, len(tr) + 1), smooth(tr, kk), label=f"{name}: train (moving avg)")
-    ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "o--", ms=4, label=f"{name}: val")
-ax.set_xlabel("step")
-ax.set_ylabel("loss")
+fig, ax = plt.subplots(figsize=(8, 3.4))
+colors = {"torch-3e-3": "#31a354", "cosine-3e-3": style["cosine-3e-3"], "cosine": style["cosine"]}
+for group, title in INITS.items():
+    for seed in SEEDS:
+        ev = [r for r in rec[group, seed] if r["type"] == "eval"]
+        ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "o-" if seed == SEEDS[0] else "o--", ms=3,
+                color=colors[group], label=f"{title}，种子 {seed}")
+ax.axhline(unigram, color="gray", ls=":", label="一元模型 (unigram)")
+ax.set_xlabel("步数 (step)")
+ax.set_ylabel("验证损失")
+ax.set_title("初始化与峰值学习率（都是预热 + 余弦）")
 ax.grid(alpha=0.3)
-ax.legend(fontsize=8)
+ax.legend(fontsize=7)
 plt.tight_layout()
 plt.show()
-for recs, name in ((rec_cos, "gpt2"), (rec_torch_init, "torch")):
-    ev = [r for r in recs if r["type"] == "eval"]
-    print(f"init = {pad(name, 6)} 验证损失：" + "  ".join(f"{r['step']}:{r['val_loss']:.3f}" for r in ev))
-v_g, v_t = ({r["step"]: r["val_loss"] for r in recs if r["type"] == "eval"} for recs in (rec_cos, rec_torch_init))
-d_end = v_t[max(v_t)] - v_g[max(v_g)]
-print(f"最后的验证损失 torch − gpt2 = {d_end:+.4f}（{'gpt2 初始化更低' if d_end > 0 else 'torch 初始化更低'}）；"
-      f"作为参照，D.1 里同一设置换种子的差别最多 {luck:.4f}")
-ahead = [s for s in sorted(v_g) if s > 0 and v_g[s] < v_t[s]]
-print(f"除第 0 步外的 {len(v_g) - 1} 个评估点里，gpt2 初始化的验证损失在 {len(ahead)} 个点上更低")
+print(pad("", 22) + "".join(pad(f"种子 {s}", 12) for s in SEEDS) + pad("平均", 10) + "比一元模型低（平均）")
+for group, title in INITS.items():
+    v = [final_val(rec[group, s]) for s in SEEDS]
+    print(pad(title, 22) + "".join(pad(f"{x:.4f}", 12) for x in v) + pad(f"{np.mean(v):.4f}", 10) + f"{unigram - np.mean(v):.4f}")
+d_init = [final_val(rec["torch-3e-3", s]) - final_val(rec["cosine-3e-3", s]) for s in SEEDS]
+d_lr = [final_val(rec["torch-3e-3", s]) - final_val(rec["cosine", s]) for s in SEEDS]
+print("同为 3e-3，torch − gpt2：" + "，".join(f"{x:+.4f}" for x in d_init)
+      + "；torch 3e-3 − gpt2 1e-3：" + "，".join(f"{x:+.4f}" for x in d_lr))
 
 # %% [markdown]
-# 这里只比了一个种子，所以要和 D.1 换种子的波动放在一起看（上面打印了两者）。初始化的影响在训练开头最明显：
-# 起点不同，前几十步走的路也不同；随着训练推进，优化器会把各层的尺度慢慢调到合适的范围，差别通常会缩小。
-# 差别能否保留到训练结束，与模型大小、学习率和训练长度都有关，这样一个短小的实验说明不了太多。
-# GPT-2 初始化的主要好处是让起点“干净”：初始损失紧贴 $\ln V$，各块的贡献从小处开始。
+# 为什么同一个峰值 3e-3，GPT-2 初始化就卡住了？打开训练结束时的检查点，把一个验证批次送进去，量一量残差流：
+# 每经过一个块，标准差是多少；其中有多大比例是**所有位置共有的同一个向量**（对批次和位置取平均得到向量 $\bar h$，
+# 算 $\|\bar h\|^2$ 占每个位置 $\|h\|^2$ 平均值的比例）。共有的部分对每个字都一样，不携带“这是哪个字、前面是什么”的信息。
+
+# %%
+from safetensors.numpy import load_file
+
+
+def residual_profile(name: str) -> list[tuple[float, float]]:
+    """载入 $WORK/name 的最终检查点，返回 [(标准差, 共有向量的占比)]：嵌入之后，以及每个块之后。"""
+    m = NM.GPTModel(cfg)
+    m.load_arrays(load_file(str(WORK / name / "ckpt_last" / "model.safetensors")))
+    m.eval()
+    out = []
+    with tt.no_grad():
+        h = m.tok_emb(vx) + m.pos_emb(np.arange(vx.shape[1]))  # (B, T, C)
+        for i in range(len(m.trf_blocks) + 1):
+            a = h.data.reshape(-1, h.shape[-1]).astype(np.float64)  # (B·T, C)
+            out.append((float(a.std()), float((a.mean(0) ** 2).sum() / (a**2).sum(1).mean())))
+            if i < len(m.trf_blocks):
+                h = m.trf_blocks[i](h)
+    return out
+
+
+profiles = {g: residual_profile(f"{g}-{SEEDS[0]}") for g in INITS}  # vx：上面看初始化时用的那个验证批次
+print(pad("训练结束时（种子 1337）", 22) + "残差流的标准差（共有向量的占比）：嵌入之后 → 每个块之后")
+for g, prof in profiles.items():
+    print(pad(INITS[g], 22) + " → ".join(f"{s:.3f}（{f:.0%}）" for s, f in prof))
+for g, prof in profiles.items():
+    print(f"{pad(INITS[g], 22)} 最后一个块之后的标准差是嵌入之后的 {prof[-1][0] / prof[0][0]:.0f} 倍")
+
+# %% [markdown]
+# 问题出在哪一步？AdamW 让每个参数每一步移动约一个学习率（D.3），与参数本身有多大无关。所以要看的是
+# **学习率与权重大小之比**：每一步，权重相对自己变化了多少。两种初始化下各组权重的标准差，以及两个峰值下的这个比：
+
+# %%
+print(pad("权重", 26) + pad("gpt2 的标准差", 14) + pad("torch 的标准差", 15) + pad("gpt2：1e-3", 12) + pad("gpt2：3e-3", 12) + "torch：3e-3")
+w_g = init_arrays(shapes, cfg, seed=0, scheme="gpt2")
+w_t = init_arrays(shapes, cfg, seed=0, scheme="torch")
+for n in ("tok_emb.weight", "trf_blocks.0.att.W_query.weight", "trf_blocks.0.att.out_proj.weight",
+          "trf_blocks.0.ff.layers.0.weight", "trf_blocks.0.ff.layers.2.weight", "out_head.weight"):
+    sg, st = float(w_g[n].std()), float(w_t[n].std())
+    print(pad(n.replace("trf_blocks.0.", ""), 26) + pad(f"{sg:.4f}", 14) + pad(f"{st:.4f}", 15)
+          + pad(f"{1e-3 / sg:.1%}", 12) + pad(f"{3e-3 / sg:.1%}", 12) + f"{3e-3 / st:.1%}")
+
+# %% [markdown]
+# 三张表放在一起，答案是清楚的：
+#
+# - **torch 初始化“赢”，主要不是因为它本身更好。** 同为峰值 3e-3，torch 初始化比 GPT-2 初始化低得多，两个种子都是；
+#   可是把 GPT-2 初始化的峰值降到 1e-3，差距就从零点几缩小到百分之几（第一张表的最后一行；torch 初始化仍略低一点）。
+#   3e-3 对 GPT-2 初始化太高，对 torch 初始化却正合适。
+# - **太高的学习率让残差流失控。** GPT-2 初始化配 3e-3 的那次训练，四个块写进残差流的量是嵌入的上百倍，
+#   而且一半以上是所有位置共有的同一个向量；两次健康的训练只放大了两倍到十几倍，共有的部分只占一成多。
+#   也就是说，残差流一半以上的份量不携带任何关于“这是哪个字、前面是什么”的信息，而嵌入（字本身）的标准差
+#   只剩最后残差流的不到百分之一。模型长时间只比按字频猜好一点，与这幅图景相符。
+# - **“太高”是相对权重的大小而言的。** AdamW 每一步让每个权重移动约一个学习率，权重本身越小，这一步相对它就越大。
+#   GPT-2 初始化的权重只有 0.02（残差投影更小），峰值 3e-3 时每一步的移动量相当于初始权重标准差的 15%，残差投影超过 40%；
+#   峰值 1e-3 的 GPT-2 初始化与峰值 3e-3 的 torch 初始化，线性层每一步的相对变化落在同一个范围（约 5%–14%），
+#   而它们正是训练得差不多好的那两组。
+#
+# 由此得到一条到处适用的经验：学习率与初始化是一对，换了初始化（或者模型宽度，它决定 torch 初始化的权重大小）就要重新找学习率。
+# 作为对照，nanoGPT 复现 GPT-2 small 时用的是 0.02 的权重配 6e-4 的峰值学习率：每一步的相对变化只有 3%。
 
 # %% [markdown]
 # ## 小结
 #
-# - 学习率先线性预热、再余弦退火，是为长训练设计的：开头求稳，结尾求低。在 D.1 这样几百步的短训练里它不一定占优，
-#   要以实验打印的结果为准；`warmup_cosine_lr` 是两条轨道共用的纯函数。
-# - 梯度裁剪按总范数整体缩放，方向不变；上限合适时它像保险丝，只在尖峰上起作用。tinytensor 与 torch 的 `clip_grad_norm_` 结果相同。
+# - 学习率先线性预热、再余弦退火，是为长训练设计的：开头求稳，结尾求低。在 D.1 这样几百步的短训练里，两个好处都没有出现：
+#   峰值 1e-3 时常数学习率的最终损失更低，因为模型离收敛还远。先要选对的是峰值学习率本身——GPT-2 初始化配 3e-3 就太高了。
+#   `warmup_cosine_lr` 是两条轨道共用的纯函数。
+# - 梯度裁剪按总范数整体缩放，方向不变；tinytensor 与 torch 的 `clip_grad_norm_` 结果相同。学习率过高时出现的梯度尖峰，
+#   裁剪能把那一步压住，却治不了病根；健康的训练里梯度范数会慢慢长到上限附近，裁剪在后半段频繁起作用，在 AdamW 下代价很小。
 # - AdamW：m、v 两个滑动平均加偏差修正，更新量 $\hat m/\sqrt{\hat v}$ 与梯度的尺度无关；权重衰减直接把参数按比例缩小，
 #   不经过梯度。页面上十几行的 `AdamWNumpy` 与 tinytensor、torch 的 AdamW 走 50 步只差 float64 的舍入。
 # - 梯度累积：k 个小批次的损失各乘 1/k 后反向，梯度累加，再更新一次，与一个 k 倍大的批次相同（每个小批次词元数相等时）。
@@ -848,6 +1027,8 @@ print(f"除第 0 步外的 {len(v_g) - 1} 个评估点里，gpt2 初始化的验
 # - 每一步检查损失是否有限，出问题时在更新之前停下，上一个正常的检查点原样保留。
 # - GPT-2 初始化让 logits 很小、初始损失紧贴 $\ln V$，各块的贡献从小处开始；PyTorch 默认初始化的 logits 方差约为 1/3，
 #   按 $\ln V + \sigma^2/2$ 估算，初始损失比 $\ln V$ 高出约 1/6（D.7 打印了实测值）。
+# - 学习率要与初始化相配：AdamW 每步让每个权重移动约一个学习率，权重越小，相对变化越大。GPT-2 初始化配 3e-3 时
+#   残差流失控、模型停在一元模型的平台上；降到 1e-3，就与 torch 初始化配 3e-3 训练得一样好。
 #
 # ## 练习
 #
