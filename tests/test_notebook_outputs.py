@@ -20,8 +20,6 @@ WARNING = re.compile(r"Warning\b")  # UserWarning、RuntimeWarning、TqdmWarning
 ABS_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|home|root|Users)/")
 
 KNOWN_BAD = {
-    "ch08": "训练与加载权重的日志、进度条和 tqdm 的 TqdmWarning 写进了 stderr，训练日志里还有 /tmp/ 下的输出目录；"
-            "需改为不向 stderr 输出后完整重建：python chapters/build.py ch08",
 }
 
 
