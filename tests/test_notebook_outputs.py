@@ -78,9 +78,6 @@ def test_known_bad_names_exist() -> None:
 
 
 MISSING_FIGURES = {
-    "appendix_d": "第 16、25、46、56 个单元的图没有保存下来：以前训练器画 loss.png 时把 matplotlib 切换成了 Agg 后端，"
-                  "之后的 plt.show() 什么也不显示（llmcore/report.py 已改为不切换后端）；需完整重建："
-                  "python chapters/build.py appendix_d",
 }
 
 
