@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from ..finetune.instruct_data import HEADERS, LANGS, format_example, format_prompt
+
 Message = dict[str, str]
 """一条消息：{"role": "system" | "user" | "assistant", "content": 文本}。"""
 
@@ -67,8 +69,6 @@ class InstructChatTemplate:
     """
 
     def __init__(self, lang: str = "zh") -> None:
-        from ..finetune.instruct_data import HEADERS, LANGS
-
         if lang not in LANGS:
             raise ValueError(f"指令模板的语言应是 {'/'.join(LANGS)} 之一，收到 {lang!r}")
         self.lang = lang
@@ -98,14 +98,10 @@ class InstructChatTemplate:
         return out
 
     def render(self, messages: Sequence[Message]) -> str:
-        from ..finetune.instruct_data import format_example, format_prompt
-
         *done, last = self.entries(messages)
         return "".join(format_example(e, self.lang) + "<|endoftext|>" for e in done) + format_prompt(last, self.lang)
 
     def encode(self, messages: Sequence[Message], tokenizer: Any) -> list[int]:
-        from ..finetune.instruct_data import format_example, format_prompt
-
         *done, last = self.entries(messages)
         ids: list[int] = []
         for e in done:  # 结束词元按 id 插入；消息里写的 "<|endoftext|>" 仍按普通文本编码

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from .engine import Engine
@@ -78,6 +76,7 @@ def build_parser(track_name: str) -> argparse.ArgumentParser:
 
 def cmd_serve(argv: list[str], track: Any) -> int:
     """serve 子命令（track 是 llmcore.cli.Track）。"""
+    from ..checkpoint import read_config
     from ..cli import check_vocab, find_ckpt, load_tokenizer_for
     from ..config import TrainConfig
     from ..errors import UsageError
@@ -100,9 +99,7 @@ def cmd_serve(argv: list[str], track: Any) -> int:
     model = track.load_model(ckpt, TrainConfig(device=args.device))
     check_vocab(tokenizer, model, ckpt)
     name = args.model_name or track.name
-    cfg_file = Path(ckpt) / "config.json"  # 检查点读取时已核对过；这里只看它是不是第 7 章的指令模型
-    config = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
-    engine = GPTEngine(model, tokenizer, track.stream, template=template_for(config))
+    engine = GPTEngine(model, tokenizer, track.stream, template=template_for(read_config(ckpt)))
     engine.warmup()
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     print(f"模型 {name}（{ckpt}，上下文 {engine.context_length}，对话模板 {engine.template.name}）", file=sys.stderr)
