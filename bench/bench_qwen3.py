@@ -8,7 +8,7 @@
 config.json 与 Qwen/Qwen3-0.6B 的相同字段，model.safetensors 为 bf16（与真实文件同样的布局与大小，约 1.2 GB）。
 权重是随机的（N(0, 0.02²)，归一化层为 1），所以这里只测速度；生成质量见第 8 章。
 
-每个引擎在独立的子进程里运行（峰值内存 ru_maxrss 才互不影响，torch 与 numba 的线程池也不互相干扰），
+每个引擎在独立的子进程里运行（峰值内存才互不影响，见 peak_rss_mb；torch 与 numba 的线程池也不互相干扰），
 线程数由 OMP_NUM_THREADS / NUMBA_NUM_THREADS / torch.set_num_threads 统一设定。
 同一次运行里测所有引擎，看比值；机器不同、时间不同的绝对数字不可比。不作为测试运行。
 """
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 QWEN3_06B = {
@@ -72,6 +73,19 @@ def write_random_checkpoint(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def peak_rss_mb(resource: Any) -> float:
+    """本进程的峰值常驻内存（MB）。Linux 上读 /proc/self/status 的 VmHWM：它只算本进程自己的地址空间。
+    不用 ru_maxrss：子进程 exec 时会继承父进程 fork 那一刻的常驻内存（父进程刚写完检查点时有近 2 GB），
+    子进程自己用得少时报出的就是父进程的数。"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # 单位 kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux 上单位是 KB；macOS 上是字节
+
+
 def run_engine(engine: str, model_dir: str, prompt_len: int, decode: int, threads: int) -> dict:
     """在本进程里测一个引擎（由子进程调用）。"""
     import resource
@@ -118,7 +132,7 @@ def run_engine(engine: str, model_dir: str, prompt_len: int, decode: int, thread
         for _ in range(decode):
             tok = model.infer(tok, cache).argmax(-1)[:, None]
         decode_s = time.perf_counter() - t2
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux 上单位是 KB
+    rss = peak_rss_mb(resource)
     return {"engine": engine, "load_s": load_s, "prefill_tok_s": prompt_len / prefill_s,
             "decode_tok_s": decode / decode_s, "peak_rss_mb": rss}
 

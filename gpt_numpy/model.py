@@ -5,15 +5,18 @@
 每个块是 pre-norm 结构：x = x + Drop(Attn(LN1(x)))；x = x + Drop(FF(LN2(x)))。
 参数名与 gpt_torch/model.py 完全相同，检查点可以在两条轨道之间直接互换。
 
-每个模块有两条前向：``forward``（tinytensor 张量，建计算图，训练用）与 ``infer``（NumPy 数组，
+模型有两条前向：``forward``（tinytensor 张量，建计算图，训练用）与 ``infer``（NumPy 数组，
 不建计算图、不为反向保存任何东西，配合 KV 缓存，生成用）。生成一个新词元只是几十次小矩阵乘，
 计算图节点的开销会占大头，所以生成走 ``infer``；两者用同一组参数，结果相同（只差浮点舍入的顺序，测试检查）。
+``infer`` 的主体是 ``TransformerBlock.infer``：它把本块各子模块的权重取成一组普通数组（``BlockWeights``），
+整块在数组上一口气算完——逐个解码时每层只有几次矩阵-向量乘，一层层调用子模块的 Python 开销就占到一成以上。
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -21,9 +24,11 @@ import tinytensor as tt
 from llmcore.checkpoint import check_state_shapes, load_model_state, save_model_state
 from llmcore.config import GPTConfig
 from tinytensor import kernels, nn
+from tinytensor.kernels.decode_attention import decode_attention
 from tinytensor.nn import functional as F
+from tinytensor.ops.fused import attention_core_fwd
 
-from .attention import MultiHeadAttention, layer_norm_infer, linear_infer
+from .attention import MultiHeadAttention, cached_attention_mask
 from .kv_cache import KVCache
 
 
@@ -40,7 +45,9 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        return layer_norm_infer(x, self.scale.data, self.shift.data, self.eps)
+        """不建计算图的 LayerNorm（融合内核），x 的形状任意，沿最后一维归一化。"""
+        rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+        return kernels.layer_norm_fwd(rows, self.scale.data, self.shift.data, self.eps)[0].reshape(x.shape)
 
 
 class FeedForward(nn.Module):
@@ -54,9 +61,34 @@ class FeedForward(nn.Module):
     def forward(self, x: tt.Tensor) -> tt.Tensor:
         return self.layers(x)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        fc1, _, fc2 = self.layers
-        return linear_infer(kernels.gelu_fwd(linear_infer(x, fc1))[0], fc2)
+
+class BlockWeights(NamedTuple):
+    """一个 Transformer 块在生成时用到的全部权重（NumPy 数组，与模块共享内存；只有 QKV 是拼出来的新数组）。"""
+
+    ln1_scale: np.ndarray
+    ln1_shift: np.ndarray
+    ln1_eps: float
+    w_qkv: np.ndarray  # (3C, C)：W_query、W_key、W_value 上下拼接，一次矩阵乘算出 q、k、v
+    b_qkv: np.ndarray | None  # (3C,)；没有 qkv 偏置时为 None
+    w_out: np.ndarray  # out_proj (C, C)
+    b_out: np.ndarray | None
+    ln2_scale: np.ndarray
+    ln2_shift: np.ndarray
+    ln2_eps: float
+    w_fc1: np.ndarray  # (4C, C)
+    b_fc1: np.ndarray | None
+    w_fc2: np.ndarray  # (C, 4C)
+    b_fc2: np.ndarray | None
+    n_heads: int
+
+
+def _linear(x: np.ndarray, w: Any, b: np.ndarray | None) -> np.ndarray:
+    """x (N, in) @ Wᵀ + b，W 存为 (out, in)：普通数组直接交给 BLAS（二维矩阵乘），
+    量化的权重（gpt_numpy.quant 的 Int8Weight 等，有 ``matmul`` 方法）交给它自己的内核。"""
+    out = x @ w.T if isinstance(w, np.ndarray) else w.matmul(x)
+    if b is not None:
+        out += b
+    return out
 
 
 class TransformerBlock(nn.Module):
@@ -82,10 +114,59 @@ class TransformerBlock(nn.Module):
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))  # (B, T, C)
         return x
 
+    # 生成时四个大矩阵的存法：None 表示原样的浮点数组；gpt_numpy.quant.quantize_gpt 把它设成
+    # “把 (out, in) 数组变成量化权重”的函数，生成就走 int8 / bf16 内核（见 quant.py）
+    weight_format: Any = None
+
+    def infer_weights(self) -> BlockWeights:
+        """按名字从子模块取出生成用的权重（LoRA 层的 .weight 是合并后的权重，同样适用）。"""
+        att, (fc1, _, fc2) = self.att, self.ff.layers
+        qkv = (att.W_query, att.W_key, att.W_value)
+        fmt = self.weight_format or (lambda w: w)
+
+        def data(p: Any) -> np.ndarray | None:
+            return None if p is None else p.data
+
+        b_qkv = None if qkv[0].bias is None else np.concatenate([lin.bias.data for lin in qkv])
+        return BlockWeights(
+            self.norm1.scale.data, self.norm1.shift.data, self.norm1.eps,
+            fmt(np.concatenate([lin.weight.data for lin in qkv])), b_qkv,
+            fmt(att.out_proj.weight.data), data(att.out_proj.bias),
+            self.norm2.scale.data, self.norm2.shift.data, self.norm2.eps,
+            fmt(fc1.weight.data), data(fc1.bias), fmt(fc2.weight.data), data(fc2.bias), att.num_heads,
+        )  # fmt: skip
+
     def infer(self, x: np.ndarray, cache: KVCache | None = None, layer: int = 0) -> np.ndarray:
-        x = x + self.att.infer(self.norm1.infer(x), cache, layer)  # (B, T, C)；生成时没有 dropout
-        x += self.ff.infer(self.norm2.infer(x))  # x 已是新数组，原地加省一次分配
-        return x  # (B, T, C)
+        """生成用的前向：x (B, T, C) → (B, T, C)，与 forward 是同一个块（生成时没有 dropout）。
+
+        有缓存时 x 只含新词元：它们的键值写入缓存第 layer 层，第 i 个新词元只看到绝对位置 ≤ pos+i 的键。
+        权重在一次生成之中不变，所以有缓存时 infer_weights() 只调用一次，结果存在这次生成的缓存里。
+        """
+        w = self.infer_weights() if cache is None else cache.packed(layer, self.infer_weights)
+        b, t, c = x.shape
+        nh = w.n_heads
+        hs = c // nh
+        x = np.ascontiguousarray(x).reshape(b * t, c)  # (B·T, C)：行都排成一列，矩阵乘是一次二维 BLAS 调用
+        # 注意力分支：LN1 → 一次算出 q、k、v → 拆头 → （写缓存）→ 因果注意力 → 合并各头 → out_proj
+        h = kernels.layer_norm_fwd(x, w.ln1_scale, w.ln1_shift, w.ln1_eps)[0]
+        qkv = _linear(h, w.w_qkv, w.b_qkv)  # (B·T, 3C)
+        q, k, v = qkv.reshape(b, t, 3, nh, hs).transpose(2, 0, 3, 1, 4)  # 各 (B, nh, T, hs)
+        start = 0 if cache is None else cache.pos
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, pos+T, hs)
+        scale = 1.0 / math.sqrt(hs)
+        if cache is not None and t == 1:  # 逐个解码：融合内核直接读整块缓存的前 pos+1 个位置
+            ctx = decode_attention(q[:, :, 0], cache.keys[layer], cache.values[layer], scale, start + 1)  # (B, nh, hs)
+        else:
+            causal = start == 0  # 从头算时是普通的因果掩码；接着缓存算时新词元之间才需要掩码
+            mask = None if causal else cached_attention_mask(t, start)
+            ctx, _ = attention_core_fwd(q, k, v, scale, is_causal=causal and t > 1, attn_mask=mask)
+            ctx = ctx.transpose(0, 2, 1, 3)  # (B, T, nh, hs)
+        x = x + _linear(ctx.reshape(b * t, c), w.w_out, w.b_out)  # 合并各头；残差（新数组，不改输入）
+        # 前馈分支：LN2 → fc1 → GELU → fc2，原地加回残差
+        h = kernels.layer_norm_fwd(x, w.ln2_scale, w.ln2_shift, w.ln2_eps)[0]
+        x += _linear(kernels.gelu_fwd(_linear(h, w.w_fc1, w.b_fc1))[0], w.w_fc2, w.b_fc2)
+        return x.reshape(b, t, c)
 
 
 class GPTModel(nn.Module):
@@ -160,7 +241,12 @@ class GPTModel(nn.Module):
                 cache.advance(t)
             if last_only:
                 x = x[:, -1]  # (B, C)：生成只需要最后一个位置
-            return self.final_norm.infer(x) @ self.out_head.weight.data.T  # (B, V) 或 (B, T, V)
+            h = self.final_norm.infer(x)
+            head = self.out_head.weight.data if self.head_format is None else self.head_format
+            return _linear(h.reshape(-1, h.shape[-1]), head, None).reshape(*h.shape[:-1], -1)  # (B, V) 或 (B, T, V)
+
+    # 生成时输出层的存法：None 表示 out_head 的浮点权重；quantize_gpt 设成量化后的权重对象
+    head_format: Any = None
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """为生成分配一个空的 KV 缓存（长度上限为 context_length）。"""

@@ -143,21 +143,34 @@ def make_weight(w: np.ndarray, scheme: str, group: int | None = 128) -> Dense | 
 
 
 def quantize_gpt(model: Any, scheme: str, group: int | None = 128, include_head: bool = True) -> Any:
-    """返回 GPT 的一个副本：各线性层（与共享的输出层/嵌入）的权重换成量化后再反量化的值。"""
+    """返回 GPT 的一个量化副本（原模型不变）：生成用的 ``infer`` 走真正的量化内核，训练用的 ``forward`` 用伪量化。
+
+    - ``infer``：每个块的四个大矩阵（QKV、out_proj、fc1、fc2）与输出层存成 Int8Weight / BF16Weight，
+      矩阵乘就是 Qwen3 用的那几个内核——int8 时激活也按组量化 (W8A8)，量出来的质量就是实际生成时的质量。
+    - ``forward``（与 state_dict）：同样这些线性层的权重换成“量化再反量化”的浮点值（伪量化，fake quantization），
+      激活不量化；可以保存成普通检查点，两条轨道都能读。
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"未知的权重格式 {scheme!r}，可选：{', '.join(SCHEMES)}")
     out = copy.deepcopy(model)
     if scheme == "fp32":
         return out
+
+    def fmt(w: np.ndarray) -> Weight:
+        return make_weight(w.astype(np.float32), scheme, group)
+
     targets = []
     for block in out.trf_blocks:
         att, ff = block.att, block.ff
         targets += [att.W_query, att.W_key, att.W_value, att.out_proj, ff.layers[0], ff.layers[2]]
+        block.weight_format = fmt
     if include_head:
         targets.append(out.out_head)
     for lin in targets:
         w = lin.weight.data
-        lin.weight.data[...] = make_weight(w.astype(np.float32), scheme, group).dense().astype(w.dtype)
+        lin.weight.data[...] = fmt(w).dense().astype(w.dtype)
+    if include_head:
+        out.head_format = fmt(out.out_head.weight.data)
     return out
 
 

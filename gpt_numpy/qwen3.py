@@ -28,6 +28,7 @@ import numpy as np
 
 from llmcore.qwen3.config import Qwen3Config
 from llmcore.qwen3.weights import EMBED, LM_HEAD, Qwen3Checkpoint, expected_shapes
+from tinytensor.kernels.decode_attention import decode_attention
 
 from .quant import SCHEMES, BF16Weight, Int8Weight, Weight, make_weight
 
@@ -125,7 +126,12 @@ class Qwen3Layer:
         if cache is not None:
             start = cache.pos
             k, v = cache.update(layer, k, v)  # (B, nkv, S, hd)，S = start + T
-        ctx = gqa_attention(q, k, v, start)  # (B, T, nh·hd)
+        if cache is not None and t == 1:  # 逐个解码：融合内核直接读整块缓存的前 S 个位置
+            scale = 1.0 / np.sqrt(hd)
+            ctx = decode_attention(q[:, :, 0], cache.keys[layer], cache.values[layer], scale, start + 1)
+            ctx = ctx.reshape(b, 1, nh * hd)
+        else:
+            ctx = gqa_attention(q, k, v, start)  # (B, T, nh·hd)
         x = x + self.o_proj.matmul(ctx.reshape(b * t, -1)).reshape(b, t, -1)
         h = rms_norm(x, self.post_norm, c.rms_norm_eps)
         gu = self.gate_up.matmul(h.reshape(b * t, -1))

@@ -1,4 +1,4 @@
-"""int8 / bf16 仅权重量化矩阵乘：numba 内核与 NumPy 参考实现一致；量化误差在理论范围内。"""
+"""int8 (W8A8) / bf16 量化矩阵乘：numba 内核与 NumPy 参考实现一致；量化误差在理论范围内。"""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from tinytensor.kernels.int8_matmul import (
     SMALL_M,
     bf16_matmul,
     bf16_matmul_numpy,
+    _quantize_rows,
     dequantize_int8,
     f32_matvec,
+    fake_quantize_int8,
     int8_matmul,
     int8_matmul_numpy,
     quantize_int8,
@@ -33,6 +35,38 @@ def test_int8_kernel_matches_reference(m, n, k, group):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4 * np.sqrt(k))
     with backend_scope("numpy"):
         np.testing.assert_array_equal(int8_matmul(x, q, s), ref)
+
+
+@pytest.mark.parametrize("m,k,group", [(1, 64, 32), (3, 256, 128), (2, 96, 96)])
+def test_activation_quantizer_matches_numpy(m, k, group):
+    """numba 的激活量化与 NumPy 的 quantize_int8 逐位相同（包括正好落在 .5 上的值与全零的组）。"""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    x[0, :group] = 0.0  # 全零的组
+    x[-1, :group] = 0.0
+    x[-1, :5] = [127.0, 0.5, 1.5, -2.5, 3.5]  # 缩放正好是 1：这几个值落在 .5 上（四舍六入五成双）
+    xq, xs = _quantize_rows(x, group)
+    rq, rs = quantize_int8(x, group)
+    np.testing.assert_array_equal(xq, rq)
+    np.testing.assert_array_equal(xs, rs)
+
+
+def test_int8_error_bound_against_float():
+    """W8A8 的结果与浮点矩阵乘之差，不超过权重与激活两边量化误差之和的上界。"""
+    rng = np.random.default_rng(5)
+    k, g = 256, 64
+    w = rng.standard_normal((40, k)).astype(np.float32)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    q, s = quantize_int8(w, g)
+    got = int8_matmul(x, q, s).astype(np.float64)
+    wd, xf = dequantize_int8(q, s).astype(np.float64), fake_quantize_int8(x, g).astype(np.float64)
+    # |x·w - xf·wd| ≤ Σ |x-xf|·|w| + |xf|·|w-wd|，每个元素的量化误差至多半个缩放
+    ex = np.repeat(quantize_int8(x, g)[1], g, axis=1) / 2
+    ew = np.repeat(s, g, axis=1) / 2
+    bound = ex @ np.abs(w.T).astype(np.float64) + np.abs(xf) @ ew.T
+    err = np.abs(got - x.astype(np.float64) @ w.T.astype(np.float64))
+    assert np.all(err <= bound * 1.001 + 1e-4)
+    assert err.max() > 0  # 激活确实量化了（不是浮点乘）
 
 
 @pytest.mark.parametrize("m,n,k,_", SHAPES)

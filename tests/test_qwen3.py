@@ -123,10 +123,11 @@ def test_bf16_roundtrip():
     assert np.isnan(bf16_to_float32(float32_to_bf16(np.array([np.nan], np.float32))))[0]
 
 
-@pytest.mark.parametrize("scheme,bound", [("bf16", 0.02), ("int8", 0.05)])
+@pytest.mark.parametrize("scheme,bound", [("bf16", 0.02), ("int8", 0.08)])
 def test_quantized_close_to_fp32(ckpt, scheme, bound):
     """量化权重的 logits 与 float32 的差距：最大误差不超过 logits 幅度的 bound，贪心选词几乎全同；
-    带缓存的逐词元解码与整段前向在同一量化格式下一致。"""
+    带缓存的逐词元解码与整段前向在同一量化格式下一致。int8 的激活也量化 (W8A8)，两边的误差相加，
+    所以界比 bf16（只有权重舍入）宽；训练过的权重上的影响见第 8 章的困惑度与 top-1。"""
     d, _ = ckpt
     ids = _ids(2, 40, seed=5)
     ref = _load("numpy", d).infer(ids, last_only=False)

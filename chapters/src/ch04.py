@@ -253,7 +253,7 @@ check_same("LayerNormTorch vs gpt_torch", LayerNormTorch(6), TM.LayerNorm(6), xb
 # 库里的版本算的是同一个东西，写法不同。两条轨道都调用 `F.layer_norm`；tinytensor 的 `F.layer_norm`
 # 是一个融合算子：前向一次算出均值、rstd 和输出，反向用一个手推的公式
 # `dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ · x̂))`（见 `tinytensor/ops/fused.py`），
-# 而不是让自动求导去追踪减均值、平方、开方这一长串小算子。NumPy 轨道还多一个 `infer`，生成时用（4.11 节）：
+# 而不是让自动求导去追踪减均值、平方、开方这一长串小算子。NumPy 轨道还多一个 `infer`，给最终的 LayerNorm 在生成时用（4.11 节）：
 
 # %%
 print(inspect.getsource(NM.LayerNorm))
@@ -1050,13 +1050,15 @@ print("\ntorch 轨道：带缓存与不带缓存生成的词元相同:", t_out.t
       "| 与 NumPy 轨道相同:", t_out.tolist() == out_lib.tolist())
 
 # %% [markdown]
-# 库里的 NumPy 轨道把带缓存的前向写成了各模块的 `infer` 方法（就是上面几个函数，只是 LayerNorm、GELU、注意力
-# 换成了融合内核）。注意力层的那一段多了一个为速度做的改动：逐个解码时输入只有一行，三次投影各是一次
-# 矩阵-向量乘，调用本身的开销不可忽略，所以把 `W_query`、`W_key`、`W_value` 上下拼成一个 `(3C, C)` 矩阵，一次乘完
-# 再切成 q、k、v。拼好的矩阵存在这次生成的缓存里（`cache.packed`），一次生成之中权重不变，只拼一次：
+# 库里的 NumPy 轨道把带缓存的前向写成了 `TransformerBlock.infer`：和上面 `gpt_forward_cached` 循环里的一层是同一段计算，
+# 只是 LayerNorm、GELU、注意力换成了融合内核，并且为速度做了两处改动。逐个解码时每层只有几次矩阵-向量乘，
+# 调用本身的开销不可忽略：一是把 `W_query`、`W_key`、`W_value` 上下拼成一个 `(3C, C)` 矩阵，一次乘完再切成
+# q、k、v；二是不再一层层调用子模块，而是由 `infer_weights` 按名字把本块的权重取成一组普通数组
+# （`BlockWeights`），整块在数组上一口气算完。一次生成之中权重不变，这组数组只取一次，存在这次生成的缓存里
+# （`cache.packed`）：
 
 # %%
-print(inspect.getsource(NM.MultiHeadAttention.infer))
+print(inspect.getsource(NM.TransformerBlock.infer))
 
 # %% [markdown]
 # 还剩一个边界情况：提示加上生成的词元超过 `context_length` 时怎么办？GPT-2 用的是**绝对**位置嵌入，

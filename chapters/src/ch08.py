@@ -548,13 +548,47 @@ print("惩罚 1.5 后：", apply_repetition_penalty(lg, [0, 1], 1.5)[0])
 # 批大小为 1 的生成，每个新词元都要把全部权重从内存读一遍，算的却很少（每个权重一次乘加）：
 # 速度的上限是**内存带宽 ÷ 权重字节数**。float32 每个权重 4 字节，bf16 2 字节，int8 1 字节。
 #
-# **仅权重的 int8 量化**（weight-only）：权重矩阵每行按 128 个一组，每组存一个缩放 $s = \max|w| / 127$，
-# 权重存成 $q = \mathrm{round}(w/s) \in [-127, 127]$；计算时 $w \approx q\cdot s$。激活值仍是 float32。
+# **int8 权重**：权重矩阵每行按 128 个一组，每组存一个缩放 $s = \max|w| / 127$，
+# 权重存成 $q = \mathrm{round}(w/s) \in [-127, 127]$；计算时 $w \approx q\cdot s$。
 # 每个元素的误差不超过 $s/2$。分组越小，一组里的“离群值”影响的范围越小，但缩放占的空间越多（128 一组时多 3%）。
 #
-# 内核在 `tinytensor/kernels/int8_matmul.py`：生成时（一行输入）按输出行切给各线程，循环里把 int8 / bf16
-# 就地转成 float32 再乘加，内存里从不出现 float32 的权重副本；预填充（很多行输入）时计算量是主要矛盾，
-# 改为一块块反量化后交给 BLAS。每个内核都有 NumPy 参考实现，测试检查两者一致。
+# 只把权重存小还不够。最直接的做法是在循环里把每个 int8 转成 float32 再乘加，可一次“整数扩展 + 转浮点 + 乘加”
+# 比读一个字节慢得多：CPU 忙着转换，内存反倒闲着，int8 只比 float32 快两成。办法是把**激活也量化**（W8A8）：
+# 输入向量按同样的分组量化成 $x_q$（每组一个缩放 $s_x$），组内的点积全在整数里做，每组结束时乘一次两边的缩放：
+#
+# $$y_n = \sum_g s_{w}[n,g]\, s_x[g] \sum_{i \in g} q[n,i]\, x_q[i]$$
+#
+# 组内的和是精确的整数（$|q\cdot x_q| \le 127^2$，128 个相加也放得进 int32），编译器把它变成一条条
+# “16 个 int16 相乘、相邻两个相加成 int32”的 SIMD 指令。代价是激活也有了误差（至多半个 $s_x$），
+# 下面在训练过的模型上量它。
+# 先在页面上用 NumPy 写一遍，与库里的 numba 内核对照：
+
+# %%
+# 章内实现
+import numpy as np  # noqa: E402  本单元可以单独取出来测试
+
+
+def quantize_groups(a: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """按行、每 group 个一组的对称 int8 量化：返回 (q int8, 每组的缩放 float32)。"""
+    ag = a.reshape(a.shape[0], -1, group)
+    s = (np.abs(ag).max(-1) / 127).astype(np.float32)
+    q = np.clip(np.rint(ag / np.where(s > 0, s, 1)[..., None]), -127, 127).astype(np.int8)
+    return q.reshape(a.shape), s
+
+
+def w8a8_matvec(x: np.ndarray, q: np.ndarray, s_w: np.ndarray, group: int) -> np.ndarray:
+    """一行输入 x (1, K) 乘 int8 权重 (N, K)：组内整数点积（int32 累加），组间乘两边的缩放。"""
+    xq, s_x = quantize_groups(x, group)
+    qg = q.reshape(q.shape[0], -1, group).astype(np.int32)  # (N, G, group)
+    xg = xq.reshape(-1, group).astype(np.int32)  # (G, group)
+    dots = np.einsum("ngi,gi->ng", qg, xg)  # (N, G)：每组的整数和，精确
+    return (dots * s_w * s_x).sum(-1, dtype=np.float32)[None]  # (1, N)
+
+# %% [markdown]
+# 内核在 `tinytensor/kernels/int8_matmul.py`：生成时（一行输入）按输出行切给各线程，权重直接读 int8，
+# 内存里从不出现 float32 的权重副本；预填充（很多行输入）时计算量是主要矛盾，改为把输入做同样的“量化再反量化”、
+# 权重一块块反量化后交给 BLAS——算的是同一个公式。bf16 不量化激活：bf16 转 float32 只是左移 16 位，很便宜。
+# 每个内核都有 NumPy 参考实现，测试检查两者一致：
 
 # %%
 from gpt_numpy.quant import evaluate_quantization  # noqa: E402
@@ -575,14 +609,22 @@ for g in (32, 128, 1024):
     print(f"分组 {g:4d}：权重平均误差 {err.mean() / np.abs(W).mean():.3%}，"
           f"存储 {(qw.nbytes + sw.nbytes) / W.nbytes:.3f} 倍 float32")
 qw, sw = quantize_int8(W, 128)
+mine = w8a8_matvec(xv, *quantize_groups(W, 128), 128)
+same_q = all(np.array_equal(a, b) for a, b in zip(quantize_groups(W, 128), (qw, sw)))
+print("页面上的量化 与 库里的 quantize_int8 相同：", same_q)
+print("页面上的 W8A8 对 库里的 int8 内核：", max_diff(mine, int8_matmul(xv, qw, sw)))
 print("int8 内核 对 NumPy 参考：", max_diff(int8_matmul(xv, qw, sw), int8_matmul_numpy(xv, qw, sw)))
+y_fp = xv @ W.T
+print(f"W8A8 对 float32 的相对误差：{np.abs(mine - y_fp).max() / np.abs(y_fp).max():.3%}；"
+      f"只量化权重：{np.abs(xv @ dequantize_int8(qw, sw).T - y_fp).max() / np.abs(y_fp).max():.3%}")
 wb = float32_to_bf16(W)
 print("bf16 内核 对 NumPy 参考：", max_diff(bf16_matmul(xv, wb), bf16_matmul_numpy(xv, wb)))
 
 # %% [markdown]
 # ### 质量：在训练过的模型上量
 #
-# 随机权重上看不出量化的真实影响，我们在刚训练的 GPT 上量：所有线性层与（共享的）嵌入/输出层换成量化后再反量化的权重，
+# 随机权重上看不出量化的真实影响，我们在刚训练的 GPT 上量：`quantize_gpt` 做一个量化副本，各块的线性层与输出层
+# 存成 int8 / bf16，生成用的前向就走上面的内核（int8 时激活也量化），
 # 在验证集上比较 **top-1 一致率**（两边预测的下一个字是否相同）与**困惑度**。
 
 # %%

@@ -17,8 +17,9 @@
 ``embedding.py``            embedding_bwd（重复下标安全的散射相加）
 ``adamw.py``                adamw_step / adam_step（原地，与 torch.optim 逐步一致）
 ``attention.py``            attention_fwd / attention_bwd（因果分块的 BLAS 矩阵乘 + 融合的因果 softmax）
+``decode_attention.py``     decode_attention：生成时一行查询对 KV 缓存的注意力（支持 GQA）
 ``threads.py``              线程：调优打开时 BLAS 单线程，矩阵乘 / 注意力 / 输出层由我们切给几个线程
-``int8_matmul.py``          仅权重量化的矩阵乘：int8（按组缩放）与 bf16 权重，生成时直接读紧凑权重
+``int8_matmul.py``          量化权重的矩阵乘：int8（按组缩放，激活也量化）与 bf16 权重，直接读紧凑权重
 ``_vmath.py``               可向量化的 exp/tanh 与按行归约（内核内部使用）
 =========================  ============================================================
 """
@@ -41,6 +42,7 @@ from .cross_entropy import (
     cross_entropy_fwd_bwd_numpy,
     cross_entropy_fwd_numpy,
 )
+from .decode_attention import decode_attention, decode_attention_numpy
 from .embedding import embedding_bwd, embedding_bwd_numpy
 from .gelu import gelu_bwd, gelu_bwd_numpy, gelu_fwd, gelu_fwd_numpy
 from .layer_norm import layer_norm_bwd, layer_norm_bwd_numpy, layer_norm_fwd, layer_norm_fwd_numpy
@@ -66,6 +68,8 @@ __all__ = [
     "attention_fwd",
     "attention_fwd_numpy",
     "backend_scope",
+    "decode_attention",
+    "decode_attention_numpy",
     "cross_entropy_bwd",
     "cross_entropy_bwd_numpy",
     "cross_entropy_fwd",

@@ -1,8 +1,8 @@
-"""仅权重量化 (weight-only) 的矩阵乘：int8 权重（按组缩放）与 bf16 权重，numba 内核直接读紧凑的权重。
+"""量化权重的矩阵乘：int8 权重（按组缩放）与 bf16 权重，numba 内核直接读紧凑的权重。
 
 生成一个新词元时，每个线性层只是“一行向量 × 权重矩阵”：每个权重只用一次，计算量很小，
 时间几乎全花在把权重从内存搬进 CPU 上。所以权重存得越小越快：float32 每个 4 字节，bf16 2 字节，int8 1 字节。
-这里的内核在循环里把 int8 / bf16 就地转成 float32 再乘加，内存里从来不出现 float32 的权重副本。
+这里的内核直接读 int8 / bf16 的权重，内存里从来不出现 float32 的权重副本。
 
 格式
 ----
@@ -11,15 +11,29 @@
   ``group = K`` 就是按通道 (per-channel) 缩放。存储：q int8 (N, K)，scale float32 (N, K/group)。
 - bf16：float32 的高 16 位，以 uint16 存放；转回 float32 是精确的（左移 16 位）。
 
+int8 的矩阵乘同时量化激活 (W8A8)
+--------------------------------
+把 int8 转成 float32 再乘加，每个权重要一次整数扩展、一次整数→浮点转换和一次乘加：CPU 花在转换上的时间
+比读内存还多，int8 只比 float32 快两成。所以输入 x 的每一行也按同样的分组量化成 int8（每组一个缩放
+s_x = max|x| / 127，与权重的做法相同，见 ``quantize_int8``），点积在整数里做：
+
+    y[m, n] = Σ_g  s_w[n, g] · s_x[m, g] · Σ_{i∈g} q[n, i] · xq[m, i]
+
+组内的整数和是精确的（|q·xq| ≤ 127² 放得进 int16，128 个相加放得进 int32），LLVM 把它编译成
+“int16 乘、相邻两个相加成 int32”的 SIMD 指令（x86 的 pmaddwd），每条指令做 16 个乘加。
+代价是激活也有了量化误差（每个元素至多差半个 s_x），与 llama.cpp 的 Q8_0 做法相同；
+它对困惑度与 top-1 的影响在第 8 章用训练好的 GPT 量出来。
+
 契约
 ----
-- ``int8_matmul(x, q, scale, group) -> y``：x (M, K) float32，y (M, N) float32，y ≈ x @ (q·s).T。
-- ``bf16_matmul(x, w) -> y``：x (M, K) float32，w (N, K) uint16，y = x @ float32(w).T。
+- ``int8_matmul(x, q, scale) -> y``：x (M, K) float32，y (M, N) float32，
+  y = fq(x) @ (q·s).T，其中 fq(x) 是 x 按组量化再反量化（``fake_quantize_int8``）。
+- ``bf16_matmul(x, w) -> y``：x (M, K) float32，w (N, K) uint16，y = x @ float32(w).T（激活不量化）。
 - ``f32_matvec(x, w) -> y``：同样按输出行切分的 float32 版本（对照用，也是 fp32 权重在生成时的路径：
   与多线程 BLAS 的矩阵-向量乘同样受内存带宽限制，但机器被其他进程占用时不会因 BLAS 线程互相等待而变慢）。
 - M ≤ ``SMALL_M``（生成时 M = 1）走 numba 内核：按输出行 N 切给各线程，每行的权重只读一次；
   M 更大（预填充 prefill）时计算量成了主要矛盾，改为把权重一块块（``BLOCK_ROWS`` 行）转成 float32，
-  交给 BLAS 的矩阵乘——临时内存只有一块。
+  交给 BLAS 的矩阵乘——临时内存只有一块；int8 时输入先做 fq(x)，结果与逐行内核的公式相同。
 - NumPy 参考实现 ``*_numpy`` 先整体反量化再矩阵乘；内核与它只差 float32 求和顺序带来的舍入（测试检查）。
 - 只支持 float32 输入（量化本来就是为了省内存与带宽，float64 没有意义）。
 """
@@ -70,6 +84,11 @@ def dequantize_int8(q: np.ndarray, scale: np.ndarray, lo: int = 0, hi: int | Non
     return qs.reshape(hi - lo, -1)
 
 
+def fake_quantize_int8(x: np.ndarray, group: int) -> np.ndarray:
+    """x (M, K) 按组量化成 int8 再反量化（int8 矩阵乘对输入做的事，见模块说明）。"""
+    return dequantize_int8(*quantize_int8(x, group))
+
+
 def bf16_rows_to_float32(w: np.ndarray, lo: int = 0, hi: int | None = None) -> np.ndarray:
     """把 uint16 形式的 bf16 矩阵第 [lo, hi) 行转成 float32。"""
     hi = w.shape[0] if hi is None else hi
@@ -79,8 +98,9 @@ def bf16_rows_to_float32(w: np.ndarray, lo: int = 0, hi: int | None = None) -> n
 
 
 def int8_matmul_numpy(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """参考实现：整体反量化后矩阵乘。"""
-    return np.asarray(x, np.float32) @ dequantize_int8(q, scale).T
+    """参考实现：输入按组量化再反量化，权重整体反量化，再做浮点矩阵乘。"""
+    group = q.shape[1] // scale.shape[1]
+    return fake_quantize_int8(np.asarray(x, np.float32), group) @ dequantize_int8(q, scale).T
 
 
 def bf16_matmul_numpy(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -93,34 +113,58 @@ def bf16_matmul_numpy(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=True, nogil=True)
-def _int8_rows(out, x, q, scale, lo, hi):
-    """串行计算输出的第 [lo, hi) 列（即权重的第 [lo, hi) 行）。"""
+@njit(cache=True, nogil=True)
+def _quantize_rows(x, group):
+    """quantize_int8 的 numba 版（生成时每次矩阵乘都要量化一行输入，NumPy 的十来次小调用比量化本身还慢）。
+    不开 fastmath：除法须与 NumPy 逐位相同，四舍五入才落在同一个整数上。"""
     m_rows, k = x.shape
+    n_groups = k // group
+    xq = np.empty((m_rows, k), np.int8)
+    xs = np.empty((m_rows, n_groups), np.float32)
+    for m in range(m_rows):
+        for g in range(n_groups):
+            b = g * group
+            amax = np.float32(0.0)
+            for i in range(group):
+                a = abs(x[m, b + i])
+                if a > amax:
+                    amax = a
+            s = np.float32(amax / np.float32(127.0))
+            xs[m, g] = s
+            d = s if s > 0 else np.float32(1.0)
+            for i in range(group):
+                v = np.rint(x[m, b + i] / d)
+                xq[m, b + i] = np.int8(min(max(v, np.float32(-127.0)), np.float32(127.0)))
+    return xq, xs
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def _int8_rows(out, xq, xs, q, scale, lo, hi):
+    """串行计算输出的第 [lo, hi) 列（即权重的第 [lo, hi) 行）：组内整数点积，组间乘上两边的缩放。"""
+    m_rows, k = xq.shape
     n_groups = scale.shape[1]
     group = k // n_groups
     for n in range(lo, hi):
         qrow = q[n]
-        srow = scale[n]
         for m in range(m_rows):
-            xrow = x[m]
+            xrow = xq[m]
             total = np.float32(0.0)
             for g in range(n_groups):
-                xs = xrow[g * group : (g + 1) * group]  # 切片后下标从 0 起，LLVM 才能向量化
-                qs = qrow[g * group : (g + 1) * group]
-                acc = np.float32(0.0)
+                b = g * group
+                acc = np.int32(0)
                 for i in range(group):
-                    acc += xs[i] * np.float32(qs[i])
-                total += acc * srow[g]
+                    # 每一步都截回 int32：numba 默认把整数运算提升到 int64，那样 LLVM 就用不上 pmaddwd
+                    acc = np.int32(acc + np.int32(np.int32(xrow[b + i]) * np.int32(qrow[b + i])))
+                total += np.float32(acc) * (scale[n, g] * xs[m, g])
             out[m, n] = total
 
 
 @njit(parallel=True, cache=True)
-def _int8_rows_par(out, x, q, scale, nt):
+def _int8_rows_par(out, xq, xs, q, scale, nt):
     n = q.shape[0]
     parts = max(1, min(nt, n))
     for c in prange(parts):
-        _int8_rows(out, x, q, scale, c * n // parts, (c + 1) * n // parts)
+        _int8_rows(out, xq, xs, q, scale, c * n // parts, (c + 1) * n // parts)
 
 
 @njit(cache=True, fastmath=True, nogil=True)
@@ -194,14 +238,17 @@ def int8_matmul(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     m = x.shape[0]
     if not use_numba():
         return int8_matmul_numpy(x, q, scale)
+    group = k // scale.shape[1]
     if m > SMALL_M:
+        xf = fake_quantize_int8(x, group)
         out = np.empty((m, n), np.float32)
         for lo in range(0, n, BLOCK_ROWS):
             hi = min(n, lo + BLOCK_ROWS)
-            np.matmul(x, dequantize_int8(q, scale, lo, hi).T, out=out[:, lo:hi])
+            np.matmul(xf, dequantize_int8(q, scale, lo, hi).T, out=out[:, lo:hi])
         return out
+    xq, xs = _quantize_rows(x, group)
     out = np.empty((m, n), np.float32)
-    run_split(_int8_rows, _int8_rows_par, n, out, x, q, scale, work=n * k, min_work=_PAR_MIN)
+    run_split(_int8_rows, _int8_rows_par, n, out, xq, xs, q, scale, work=n * k, min_work=_PAR_MIN)
     return out
 
 
