@@ -73,6 +73,17 @@ def write_random_checkpoint(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def cpu_name() -> str:
+    """CPU 型号（Linux 读 /proc/cpuinfo 的 model name；读不到时用 platform 给的架构名）。"""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def peak_rss_mb(resource: Any) -> float:
     """本进程的峰值常驻内存（MB）。Linux 上读 /proc/self/status 的 VmHWM：它只算本进程自己的地址空间。
     不用 ru_maxrss：子进程 exec 时会继承父进程 fork 那一刻的常驻内存（父进程刚写完检查点时有近 2 GB），
@@ -155,7 +166,7 @@ def main() -> None:
     model_dir = args.model or str(write_random_checkpoint(Path(args.workdir)))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads), "NUMBA_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
-    print(f"机器：{platform.processor() or platform.machine()}，{os.cpu_count()} 核；线程 {args.threads}，批大小 1，"
+    print(f"机器：{cpu_name()}，{os.cpu_count()} 核；线程 {args.threads}，批大小 1，"
           f"预填充 {args.prompt} 个词元，解码 {args.decode} 个；模型 {model_dir}")
     results = {}
     for eng in args.engines.split(","):
@@ -187,7 +198,7 @@ def main() -> None:
                 continue
             argv.append(a)
         record = {"command": " ".join(["python bench/bench_qwen3.py", *argv]),
-                  "machine": f"{platform.processor() or platform.machine()}，{os.cpu_count()} 核",
+                  "machine": f"{cpu_name()}，{os.cpu_count()} 核",
                   "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "prompt": args.prompt,
                   "decode": args.decode, "results": results}
         Path(args.save).parent.mkdir(parents=True, exist_ok=True)

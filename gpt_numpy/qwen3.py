@@ -29,6 +29,7 @@ import numpy as np
 from llmcore.qwen3.config import Qwen3Config
 from llmcore.qwen3.weights import EMBED, LM_HEAD, Qwen3Checkpoint, expected_shapes
 from tinytensor.kernels.decode_attention import decode_attention
+from tinytensor.kernels.rms_norm import rms_norm_fwd
 
 from .quant import SCHEMES, BF16Weight, Int8Weight, Weight, make_weight
 
@@ -60,9 +61,8 @@ class Qwen3KVCache:
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """RMSNorm：x / sqrt(mean(x²) + eps) · w（最后一维）。"""
-    var = np.mean(x * x, axis=-1, keepdims=True)
-    return x * (1.0 / np.sqrt(var + eps)).astype(x.dtype) * w
+    """RMSNorm：x / sqrt(mean(x²) + eps) · w（最后一维）。融合内核与 NumPy 参考见 tinytensor/kernels/rms_norm.py。"""
+    return rms_norm_fwd(x, w, eps)
 
 
 def rope_cos_sin(positions: np.ndarray, head_dim: int, base: float, dtype: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@
 =========================  ============================================================
 ``backend.py``              后端开关：get_backend / set_backend / use_numba / backend_scope；numba 按需加载
 ``layer_norm.py``           layer_norm_fwd / layer_norm_bwd
+``rms_norm.py``             rms_norm_fwd：RMSNorm 前向（Qwen3 生成用）
 ``softmax.py``              softmax_fwd / _bwd、log_softmax_fwd / _bwd（沿最后一维）
 ``cross_entropy.py``        cross_entropy_fwd / _bwd / _fwd_bwd（softmax + 交叉熵融合）
 ``gelu.py``                 gelu_fwd / gelu_bwd（tanh 近似）
@@ -46,6 +47,7 @@ from .decode_attention import decode_attention, decode_attention_numpy
 from .embedding import embedding_bwd, embedding_bwd_numpy
 from .gelu import gelu_bwd, gelu_bwd_numpy, gelu_fwd, gelu_fwd_numpy
 from .layer_norm import layer_norm_bwd, layer_norm_bwd_numpy, layer_norm_fwd, layer_norm_fwd_numpy
+from .rms_norm import rms_norm_fwd, rms_norm_numpy
 from .softmax import (
     log_softmax_bwd,
     log_softmax_bwd_numpy,
@@ -87,6 +89,8 @@ __all__ = [
     "layer_norm_bwd_numpy",
     "layer_norm_fwd",
     "layer_norm_fwd_numpy",
+    "rms_norm_fwd",
+    "rms_norm_numpy",
     "log_softmax_bwd",
     "log_softmax_bwd_numpy",
     "log_softmax_fwd",
