@@ -74,6 +74,8 @@ def _eval_loss(model: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> floa
 
 
 def _load_qwen3(directory: Path, scheme: str | None) -> Any:
+    # 不打开 CPU 调优：解码每步有上百次并行的矩阵乘，numba 默认的 OpenMP 线程层启动一次只要几微秒，
+    # 调优为训练选的 workqueue 层要 100 微秒以上（实测见 docs/performance.md 的 Qwen3 一节）
     from .qwen3 import load_qwen3
 
     return load_qwen3(directory, scheme or "int8")

@@ -1,11 +1,12 @@
 """线性层权重的三种存法：float32/float64（Dense）、int8 按组缩放（Int8Weight）、bf16（BF16Weight）。
 
-三者接口相同：``matmul(x2d) -> x2d @ W.T``（W 形状 (N, K)，与 torch 的 nn.Linear 相同）、
+三者接口相同：``matmul(x2d) -> x2d @ W.T``（W 形状 (N, K)，与 torch 的 nn.Linear 相同；int8 时输入也按组量化，
+即 W8A8，见 int8_matmul.py）、
 ``rows(ids) -> W[ids]``（float32，嵌入表查表用：Qwen3 的嵌入与输出层共享同一个矩阵，量化后也只存一份），
 ``nbytes``（权重实际占的字节数）。内核在 tinytensor/kernels/int8_matmul.py。
 
-``quantize_gpt(model, scheme)`` 把我们自己的 GPT（gpt_numpy.model.GPTModel）的线性层换成量化再反量化的权重
-（“伪量化”，fake quantization），用来在训练好的、非随机的权重上量出量化对困惑度与 top-1 的影响。
+``quantize_gpt(model, scheme)`` 把我们自己的 GPT（gpt_numpy.model.GPTModel）做一个量化副本：生成时走上面的
+量化权重与内核，用来在训练好的、非随机的权重上量出量化对困惑度与 top-1 的影响。
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@
 # 2. **整模型**：两条轨道（`gpt_numpy/qwen3.py`、`gpt_torch/qwen3.py`）读取 Hugging Face 格式的权重，
 #    logits 与 transformers 的 `Qwen3ForCausalLM` 一致；再读 Qwen 的分词器 `tokenizer.json`、套上对话模板；
 # 3. **抽样**：温度、top-k、top-p、重复惩罚、停止串，在我们自己训练的中文 GPT 上看效果；
-# 4. **量化**：int8 与 bf16 权重，numba 内核直接读紧凑的权重；测速度，也在训练过的模型上测质量。
+# 4. **量化**：int8 与 bf16 权重，numba 内核直接读紧凑的权重（int8 时激活也量化，点积在整数里做）；
+#    测速度，也在训练过的模型上测质量。
 #
 # **关于权重**：构建本章的机器不能下载 Qwen3 的真实权重。所以凡是需要“一个 Qwen3”的地方，本章都用
 # transformers 现场写出的**随机权重**检查点——文件布局、键名、数据类型与真实的 Qwen3 完全相同，只是数值随机。
@@ -667,19 +668,16 @@ for scheme in ("fp32", "bf16", "int8"):
           f"（{speed[scheme] / speed['fp32']:.2f} 倍 fp32）")
 
 # %% [markdown]
-# 完整的 Qwen3-0.6B 结构（随机权重，bf16 存盘）由 `bench/bench_qwen3.py` 测量，与 transformers eager 放在同一次运行里比较，
-# 每个引擎一个子进程（峰值内存互不影响），批大小 1、预填充 512 个词元后解码 32 个；2 个线程与 1 个线程各测一次。
-# 结果存在 `docs/results/bench-qwen3*.json`，这里读出来。注意记录里的说明：那两次运行时 2 核的机器正被别的任务占满，
-# 多线程 BLAS 的矩阵-向量乘（transformers 的解码靠它）在争用下慢得反常，2 线程下的倍数因此被放大；
-# 单线程那次没有线程之间的互相等待，比值更接近实现本身的差别。在你自己的电脑上运行这条命令，看同一次运行里的比值。
+# 完整的 Qwen3-0.6B 结构（随机权重，bf16 存盘）由 `bench/bench_qwen3.py` 测量，
+# 与 transformers eager 放在同一次运行里比较，每个引擎一个子进程（峰值内存互不影响），
+# 批大小 1、预填充 512 个词元后解码 32 个；2 个线程与 1 个线程各测一次。
+# 结果存在 `docs/results/bench-qwen3*.json`，这里读出来（记录里的说明写了测量时机器的状态）。
+# transformers 的解码速度在几次运行之间波动不小，所以只看同一次运行里的比值；在你自己的电脑上运行这条命令，
+# 看看你的机器上的比值。
 
 # %%
 for name in ("bench-qwen3.json", "bench-qwen3-1thread.json"):
-    bench_file = ROOT / "docs" / "results" / name
-    if not bench_file.is_file():
-        print(f"没有 {name}：运行 python bench/bench_qwen3.py --save docs/results/{name}")
-        continue
-    bench = json.loads(bench_file.read_text(encoding="utf-8"))
+    bench = json.loads((ROOT / "docs" / "results" / name).read_text(encoding="utf-8"))
     print(f"命令：{bench['command']}｜{bench['machine']}｜{bench['date']}｜{bench['threads']} 个线程")
     print("说明：", bench.get("note", ""))
     base = bench["results"].get("hf-fp32")
@@ -765,7 +763,7 @@ print(f"min_p=0.1 保留 {kept} 个词元；min_p=1 只保留 {only}，argmax = 
 # - Qwen3 与 GPT-2 的骨架相同，差别都在零件：RMSNorm、RoPE、GQA、SwiGLU、QK-norm、无偏置。每个零件几行 NumPy，
 #   与 transformers 逐位一致；两条轨道读 Hugging Face 的原始文件，logits 与 `Qwen3ForCausalLM` 一致。
 # - 分词器与对话模板都是“数据”：`tokenizer.json` 与 ChatML 模板，照着做就能得到与官方相同的输入。
-# - 批大小 1 的生成受内存带宽限制，把权重存小（int8 / bf16）就是最直接的提速；训练过的模型上，int8 分组量化
-#   几乎不改变预测。
+# - 批大小 1 的生成受内存带宽限制，把权重存小（int8 / bf16）就是最直接的提速；但 int8 要快，还得让点积在整数里做
+#   （激活也量化，W8A8），否则 CPU 忙着把 int8 转成浮点。训练过的模型上，int8 分组量化几乎不改变预测。
 #
 # 下一部分（第 8 章下）把这个模型做成一个服务：OpenAI 兼容的接口与一个聊天网页。
