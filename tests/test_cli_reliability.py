@@ -501,9 +501,15 @@ def test_tie_weights_trains_resumes_and_generates(track: str, corpus: Path, tmp_
 
 
 # ---------------------------------------------------------------------------- 进程级：锁、回溯开关、Ctrl-C
+def _sigint_default() -> None:
+    # 子进程里把 SIGINT 恢复成默认处理：在终端里按 Ctrl-C 时就是这样。若测试本身是从非交互 shell 的后台任务
+    # （`cmd &`）启动的，SIGINT 被继承为“忽略”，Python 便不安装 KeyboardInterrupt，生成命令收不到 Ctrl-C。
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(args: list[str], **extra_env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env(**extra_env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
 
 
 @pytest.mark.slow
