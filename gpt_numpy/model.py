@@ -84,7 +84,10 @@ class BlockWeights(NamedTuple):
 
 def _linear(x: np.ndarray, w: Any, b: np.ndarray | None) -> np.ndarray:
     """x (N, in) @ Wᵀ + b，W 存为 (out, in)：普通数组直接交给 BLAS（二维矩阵乘），
-    量化的权重（gpt_numpy.quant 的 Int8Weight 等，有 ``matmul`` 方法）交给它自己的内核。"""
+    量化的权重（gpt_numpy.quant 的 Int8Weight 等，有 ``matmul`` 方法）交给它自己的内核。
+
+    浮点权重不包成 quant.Dense：Dense 在单行输入时走 numba 的矩阵-向量内核，那是为 Qwen3 的大矩阵写的；
+    GPT 的矩阵小，BLAS 更快（small 模型逐个解码实测：BLAS 209 词元/秒，numba 内核 112–131）。"""
     out = x @ w.T if isinstance(w, np.ndarray) else w.matmul(x)
     if b is not None:
         out += b
@@ -114,15 +117,19 @@ class TransformerBlock(nn.Module):
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))  # (B, T, C)
         return x
 
-    # 生成时四个大矩阵的存法：None 表示原样的浮点数组；gpt_numpy.quant.quantize_gpt 把它设成
-    # “把 (out, in) 数组变成量化权重”的函数，生成就走 int8 / bf16 内核（见 quant.py）
-    weight_format: Any = None
+    # 生成时四个大矩阵的存法：None 表示用模块里的浮点数组；gpt_numpy.quant.quantize_gpt 在这里放好现成的
+    # 量化权重对象 {"qkv", "out", "fc1", "fc2"}（Int8Weight / BF16Weight），生成就走 int8 / bf16 内核，
+    # 每次调用不必重新量化。它们是量化那一刻的快照：之后再改模块的权重，要重新调用 quantize_gpt。
+    quantized: dict[str, Any] | None = None
 
     def infer_weights(self) -> BlockWeights:
         """按名字从子模块取出生成用的权重（LoRA 层的 .weight 是合并后的权重，同样适用）。"""
         att, (fc1, _, fc2) = self.att, self.ff.layers
         qkv = (att.W_query, att.W_key, att.W_value)
-        fmt = self.weight_format or (lambda w: w)
+        qw = self.quantized or {
+            "qkv": np.concatenate([lin.weight.data for lin in qkv]),
+            "out": att.out_proj.weight.data, "fc1": fc1.weight.data, "fc2": fc2.weight.data,
+        }  # fmt: skip
 
         def data(p: Any) -> np.ndarray | None:
             return None if p is None else p.data
@@ -130,10 +137,9 @@ class TransformerBlock(nn.Module):
         b_qkv = None if qkv[0].bias is None else np.concatenate([lin.bias.data for lin in qkv])
         return BlockWeights(
             self.norm1.scale.data, self.norm1.shift.data, self.norm1.eps,
-            fmt(np.concatenate([lin.weight.data for lin in qkv])), b_qkv,
-            fmt(att.out_proj.weight.data), data(att.out_proj.bias),
+            qw["qkv"], b_qkv, qw["out"], data(att.out_proj.bias),
             self.norm2.scale.data, self.norm2.shift.data, self.norm2.eps,
-            fmt(fc1.weight.data), data(fc1.bias), fmt(fc2.weight.data), data(fc2.bias), att.num_heads,
+            qw["fc1"], data(fc1.bias), qw["fc2"], data(fc2.bias), att.num_heads,
         )  # fmt: skip
 
     def infer(self, x: np.ndarray, cache: KVCache | None = None, layer: int = 0) -> np.ndarray:
@@ -242,11 +248,11 @@ class GPTModel(nn.Module):
             if last_only:
                 x = x[:, -1]  # (B, C)：生成只需要最后一个位置
             h = self.final_norm.infer(x)
-            head = self.out_head.weight.data if self.head_format is None else self.head_format
+            head = self.out_head.weight.data if self.quantized_head is None else self.quantized_head
             return _linear(h.reshape(-1, h.shape[-1]), head, None).reshape(*h.shape[:-1], -1)  # (B, V) 或 (B, T, V)
 
-    # 生成时输出层的存法：None 表示 out_head 的浮点权重；quantize_gpt 设成量化后的权重对象
-    head_format: Any = None
+    # 生成时输出层的存法：None 表示 out_head 的浮点权重；quantize_gpt 放好量化后的权重对象
+    quantized_head: Any = None
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """为生成分配一个空的 KV 缓存（长度上限为 context_length）。"""

@@ -163,15 +163,16 @@ def quantize_gpt(model: Any, scheme: str, group: int | None = 128, include_head:
     targets = []
     for block in out.trf_blocks:
         att, ff = block.att, block.ff
+        qkv = np.concatenate([lin.weight.data for lin in (att.W_query, att.W_key, att.W_value)])
+        block.quantized = {"qkv": fmt(qkv), "out": fmt(att.out_proj.weight.data),
+                           "fc1": fmt(ff.layers[0].weight.data), "fc2": fmt(ff.layers[2].weight.data)}
         targets += [att.W_query, att.W_key, att.W_value, att.out_proj, ff.layers[0], ff.layers[2]]
-        block.weight_format = fmt
     if include_head:
+        out.quantized_head = fmt(out.out_head.weight.data)
         targets.append(out.out_head)
-    for lin in targets:
+    for lin in targets:  # 训练用的前向：伪量化（量化再反量化）的浮点权重
         w = lin.weight.data
         lin.weight.data[...] = fmt(w).dense().astype(w.dtype)
-    if include_head:
-        out.head_format = fmt(out.out_head.weight.data)
     return out
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from llmcore.qwen3.config import Qwen3Config
 from llmcore.qwen3.weights import EMBED, LM_HEAD, Qwen3Checkpoint, expected_shapes
-from tinytensor.kernels.decode_attention import decode_attention
+from tinytensor.kernels.decode_attention import decode_attention, grouped_attention_numpy
 from tinytensor.kernels.rms_norm import rms_norm_fwd
 
 from .quant import SCHEMES, BF16Weight, Int8Weight, Weight, make_weight
@@ -131,33 +131,13 @@ class Qwen3Layer:
             ctx = decode_attention(q[:, :, 0], cache.keys[layer], cache.values[layer], scale, start + 1)
             ctx = ctx.reshape(b, 1, nh * hd)
         else:
-            ctx = gqa_attention(q, k, v, start)  # (B, T, nh·hd)
+            ctx = grouped_attention_numpy(q, k, v, 1.0 / np.sqrt(hd), start)  # (B, nh, T, hd)
+            ctx = ctx.transpose(0, 2, 1, 3).reshape(b, t, nh * hd)
         x = x + self.o_proj.matmul(ctx.reshape(b * t, -1)).reshape(b, t, -1)
         h = rms_norm(x, self.post_norm, c.rms_norm_eps)
         gu = self.gate_up.matmul(h.reshape(b * t, -1))
         f = c.intermediate_size
         return x + self.down.matmul(silu(gu[:, :f]) * gu[:, f:]).reshape(b, t, -1)
-
-
-def gqa_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
-    """分组查询注意力。q (B, nh, T, hd)，k、v (B, nkv, S, hd)，新词元的位置从 start 起；返回 (B, T, nh·hd)。
-
-    把同一组的 g = nh/nkv 个查询头排成一列（(B, nkv, g·T, hd)），与这组唯一的 k 做一次矩阵乘，
-    不必把 k、v 复制 g 份。
-    """
-    b, nh, t, hd = q.shape
-    nkv, s = k.shape[1], k.shape[2]
-    g = nh // nkv
-    qg = q.reshape(b, nkv, g * t, hd)
-    scores = (qg @ k.transpose(0, 1, 3, 2)) * q.dtype.type(1.0 / np.sqrt(hd))  # (B, nkv, g·T, S)
-    if t > 1:  # 因果掩码：第 i 个新词元（位置 start+i）只看位置 ≤ start+i 的键
-        allowed = np.arange(s)[None, :] <= (start + np.arange(t))[:, None]  # (T, S)
-        scores = np.where(np.tile(allowed, (g, 1)), scores, -np.inf)
-    scores -= scores.max(-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(-1, keepdims=True)
-    ctx = (scores @ v).reshape(b, nh, t, hd)  # (B, nh, T, hd)
-    return ctx.transpose(0, 2, 1, 3).reshape(b, t, nh * hd)
 
 
 class Qwen3Model:

@@ -113,8 +113,8 @@ class TrainConfig:
     grad_accum: int = 1  # 梯度累积步数：每次更新看到 batch_size × grad_accum 个序列
     max_steps: int = 2000  # 优化器更新次数；epochs > 0 时由轮数决定
     epochs: int = 0
-    lr: float = 2e-3
-    min_lr: float = 2e-4
+    lr: float = 4e-3
+    min_lr: float = 4e-4
     warmup_steps: int = 100
     schedule: str = "cosine"  # cosine | constant
     weight_decay: float = 0.1

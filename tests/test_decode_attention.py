@@ -1,12 +1,14 @@
-"""解码注意力内核（一行查询对 KV 缓存，支持 GQA）：numba 内核与 NumPy 参考一致，参考与逐头的定义一致。"""
+"""解码注意力内核（一行查询对 KV 缓存，支持 GQA）：numba 内核与 NumPy 参考一致，参考与逐头的定义一致；
+分组注意力的参考实现（多个查询、带因果偏移）与 torch 的 scaled_dot_product_attention 一致。"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tinytensor.kernels import backend_scope
-from tinytensor.kernels.decode_attention import decode_attention, decode_attention_numpy
+from tinytensor.kernels.decode_attention import decode_attention, decode_attention_numpy, grouped_attention_numpy
 
 
 def _by_definition(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
@@ -47,6 +49,25 @@ def test_kernel_matches_reference(dtype, b, nh, nkv, t_max, length, hs):
     np.testing.assert_allclose(decode_attention(q, k[:, :, :length], v[:, :, :length], scale), ref, **tol)
     with backend_scope("numpy"):
         np.testing.assert_array_equal(decode_attention(q, k, v, scale, length), ref)
+
+
+@pytest.mark.parametrize("nh,nkv,t,start", [(4, 4, 5, 0), (8, 2, 6, 0), (8, 2, 3, 7), (6, 3, 1, 9)])
+def test_grouped_reference_matches_torch(nh, nkv, t, start):
+    """预填充（start = 0）、接在缓存后面的一段（start > 0）与单个新词元：与 torch 逐头复制键值后的因果注意力相同。"""
+    rng = np.random.default_rng(1)
+    b, hs = 2, 16
+    s = start + t
+    q = rng.standard_normal((b, nh, t, hs))
+    k = rng.standard_normal((b, nkv, s, hs))
+    v = rng.standard_normal((b, nkv, s, hs))
+    got = grouped_attention_numpy(q, k, v, hs**-0.5, start)
+    g = nh // nkv
+    kt, vt = (torch.from_numpy(a).repeat_interleave(g, dim=1) for a in (k, v))
+    mask = torch.arange(s)[None, :] <= (start + torch.arange(t))[:, None]  # (T, S)，True 表示能看到
+    want = torch.nn.functional.scaled_dot_product_attention(torch.from_numpy(q), kt, vt, attn_mask=mask)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-12)
+    if t == 1:  # 解码的参考实现就是它的特例
+        np.testing.assert_array_equal(decode_attention_numpy(q[:, :, 0], k, v, hs**-0.5), got[:, :, 0])
 
 
 def test_bad_inputs():

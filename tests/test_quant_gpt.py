@@ -24,8 +24,9 @@ def test_quantized_copy_generates_through_kernels(scheme, cls):
     before = model.state_arrays()["trf_blocks.0.ff.layers.0.weight"].copy()
     q = quantize_gpt(model, scheme, group=32)
     bw = q.trf_blocks[0].infer_weights()
-    assert all(isinstance(w, cls) for w in (bw.w_qkv, bw.w_out, bw.w_fc1, bw.w_fc2)) and isinstance(q.head_format, cls)
-    assert model.trf_blocks[0].weight_format is None and model.head_format is None
+    assert all(isinstance(w, cls) for w in (bw.w_qkv, bw.w_out, bw.w_fc1, bw.w_fc2, q.quantized_head))
+    assert model.trf_blocks[0].quantized is None and model.quantized_head is None
+    assert q.trf_blocks[0].infer_weights().w_fc1 is bw.w_fc1  # 现成的对象：不在每次调用时重新量化
     np.testing.assert_array_equal(model.state_arrays()["trf_blocks.0.ff.layers.0.weight"], before)
     ids = np.random.default_rng(1).integers(0, 97, (2, 20))
     full = q.infer(ids, last_only=False)

@@ -128,8 +128,8 @@ def record_group_norms(store: list) -> Iterator[None]:
         NumpyBackend.clip_grad_norm = orig
 
 
-def run(name: str, show: bool = False, **changes) -> list[dict]:
-    """按 BASE + changes 在 NumPy 轨道上训练（输出目录 $WORK/name），返回 metrics 记录。"""
+def run(name: str, show: bool = False, model: dict | None = None, **changes) -> list[dict]:
+    """按 BASE + changes、模型 MODEL + model 在 NumPy 轨道上训练（输出目录 $WORK/name），返回 metrics 记录。"""
     tcfg = TrainConfig(out_dir=str(WORK / name), **{**BASE, **changes})
     log = io.StringIO()
     t0 = time.time()
@@ -137,7 +137,7 @@ def run(name: str, show: bool = False, **changes) -> list[dict]:
         # 发散实验里 logits 会溢出成 inf/NaN：那正是要演示的现象，由训练循环检测并报告，不用 NumPy 的警告
         with contextlib.redirect_stderr(log), np.errstate(over="ignore", invalid="ignore"), \
                 record_group_norms(GROUP_NORMS.setdefault(name, [])):
-            train(tcfg, MODEL, data=DATA)
+            train(tcfg, {**MODEL, **(model or {})}, data=DATA)
         status = "完成"
     except TrainingInterrupted as e:
         status = f"暂停：{e}"
@@ -197,7 +197,7 @@ import inspect
 print(inspect.getsource(lr_at))
 
 # %% [markdown]
-# 在同样的输入上核对：默认任务（2000 步，预热 100 步，从 2e-3 降到 2e-4）的每一步，页面上的函数与 `warmup_cosine_lr`
+# 在同样的输入上核对：默认任务（2000 步，预热 100 步，从 4e-3 降到 4e-4）的每一步，页面上的函数与 `warmup_cosine_lr`
 # 逐位相同。框架自己的调度器也能做这件事：`LambdaLR` 每一步把初始学习率乘以一个系数，
 # 把我们的函数（峰值取 1）交给 torch 和 tinytensor 的 `LambdaLR`，优化器里的学习率也应逐步对上：
 
@@ -257,26 +257,30 @@ plt.show()
 # **为什么要退火？** 用小批次估计的梯度带着噪声，学习率固定时，参数最终会在一个“谷底”附近来回晃，晃动的幅度与学习率成正比。
 # 训练后期逐渐减小学习率，参数就能落到更低的地方。余弦形状的好处是平滑：前半段降得慢、多用大步探索，后半段降得快、专心收敛。
 #
-# 空口无凭，拿 D.0 的小模型比一比。比之前先交代一个前提：**峰值学习率要与初始化配得上**。
-# 这个模型用默认的 GPT-2 初始化时，峰值 3e-3 太高了——训练会在“只按字频猜”的平台上停很久，还伴随着梯度尖峰
-# （D.2 看尖峰落在哪些参数上，D.7 说明为什么 3e-3 对这种初始化太高）；峰值 1e-3 时训练是健康的。
-# 所以实验分三组，其余设置完全相同：
+# 空口无凭，拿 D.0 的小模型比一比。实验分四组，其余设置完全相同：
 #
 # - **常数 1e-3**：不预热，第一步就是峰值；
 # - **预热 + 余弦 1e-3**：预热 30 步，再余弦退火到 1e-4；
-# - **预热 + 余弦 3e-3**：D.0 的 `BASE` 原样（退火到 3e-4），用来看学习率过高时的样子。
+# - **预热 + 余弦 3e-3**：D.0 的 `BASE` 原样（预热 30 步，退火到 3e-4）；
+# - **长预热 + 余弦 3e-3**：同上，只把预热拉长到 100 步（训练长度的三分之一）。
+#
+# 前两组比的是调度（同一个峰值，预热 + 退火与否），后两组比的是预热的长短（同一个峰值）。
 #
 # 小批次训练的结果带有随机性（取哪些批次、初始权重），只比一次容易被运气误导，所以每组用两个种子各训一次。
 
 # %%
 SEEDS = (1337, 7)  # 1337 是 TrainConfig 的默认种子
-LR_OK = dict(lr=1e-3, min_lr=1e-4)  # 与 GPT-2 初始化配得上的峰值（D.7 解释）
-GROUPS = {"constant": "常数 1e-3", "cosine": "预热 + 余弦 1e-3", "cosine-3e-3": "预热 + 余弦 3e-3"}
+LR_OK = dict(lr=1e-3, min_lr=1e-4)  # 较低的峰值
+W_LONG = STEPS // 3  # 长预热：100 步
+GROUPS = {"constant": "常数 1e-3", "cosine": "预热 + 余弦 1e-3", "cosine-3e-3": "预热 + 余弦 3e-3",
+          "cosine-3e-3-w100": "长预热 + 余弦 3e-3"}
 rec = {}
 for seed in SEEDS:
     rec["constant", seed] = run(f"const-{seed}", seed=seed, schedule="constant", warmup_steps=0, **LR_OK)
     rec["cosine", seed] = run(f"cosine-{seed}", seed=seed, **LR_OK)
     rec["cosine-3e-3", seed] = run(f"cosine-3e-3-{seed}", seed=seed)  # BASE 本身：预热 + 余弦，峰值 3e-3
+    rec["cosine-3e-3-w100", seed] = run(f"cosine-3e-3-w100-{seed}", seed=seed, warmup_steps=W_LONG)
+print(f"预热步数：{BASE['warmup_steps']}（“预热”）与 {W_LONG}（“长预热”）")
 rec_const, rec_cos, rec_hot = rec["constant", 1337], rec["cosine", 1337], rec["cosine-3e-3", 1337]
 
 # %% [markdown]
@@ -289,7 +293,7 @@ unigram = float(-np.log(counts[DATA.val_tokens] / counts.sum()).mean())
 print(f"一元模型（只看字频）在验证集上的交叉熵：{unigram:.4f}；ln V = {math.log(V):.4f}")
 
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-style = {"constant": "#e6550d", "cosine": "#3182bd", "cosine-3e-3": "#756bb1"}
+style = {"constant": "#e6550d", "cosine": "#3182bd", "cosine-3e-3": "#756bb1", "cosine-3e-3-w100": "#8c6d31"}
 k = 10 if not QUICK else 3
 for (group, seed), r in rec.items():
     tr = [x for x in r if x["type"] == "train"]
@@ -305,7 +309,7 @@ for ax in axes[1:]:
 axes[0].set_ylabel("学习率 (lr)")
 axes[1].set_ylabel(f"训练损失（{k} 步滑动平均）")
 axes[2].set_ylabel("验证损失")
-axes[0].set_title("三组的学习率")
+axes[0].set_title("四组的学习率")
 axes[1].set_title("训练损失")
 axes[2].set_title("验证损失")
 axes[1].set_ylim(top=min(8.6, axes[1].get_ylim()[1]))
@@ -360,7 +364,8 @@ def compare(a: str, b: str) -> tuple[list[float], float]:
     return diffs, luck
 
 
-for a, b in (("cosine", "constant"), ("cosine-3e-3", "cosine")):
+for a, b in (("cosine", "constant"), ("cosine-3e-3", "cosine"), ("cosine-3e-3-w100", "cosine-3e-3"),
+             ("cosine-3e-3-w100", "constant")):
     diffs, luck = compare(a, b)
     print(f"{GROUPS[a]} − {GROUPS[b]}：最后的验证损失之差 " + "，".join(f"种子 {s} {x:+.4f}" for s, x in zip(SEEDS, diffs))
           + f"；这两组换种子最多相差 {luck:.4f}")
@@ -373,7 +378,11 @@ for a, b in (("cosine", "constant"), ("cosine-3e-3", "cosine")):
 for group in GROUPS:
     reb = [max_rebound(rec[group, s], n_early) for s in SEEDS]
     top = [grad_norms(rec[group, s]).max() for s in SEEDS]
-    print(f"{pad(GROUPS[group], 18)} 前 {n_early} 步最大回升 {min(reb):.3f}–{max(reb):.3f}，最大梯度范数 {min(top):.1f}–{max(top):.1f}")
+    tr = {s: [x for x in rec[group, s] if x["type"] == "train"] for s in SEEDS}
+    at = "、".join(f"第 {int(np.argmax(grad_norms(rec[group, s]))) + 1} 步（学习率 "
+                  f"{tr[s][int(np.argmax(grad_norms(rec[group, s])))]['lr']:.1e}）" for s in SEEDS)
+    print(f"{pad(GROUPS[group], 20)} 前 {n_early} 步最大回升 {min(reb):.3f}–{max(reb):.3f}，"
+          f"最大梯度范数 {min(top):.1f}–{max(top):.1f}，出现在{at}")
 late = {g: np.mean([final_val(rec[g, s]) - [x["val_loss"] for x in rec[g, s] if x["type"] == "eval"][-2] for s in SEEDS])
         for g in ("constant", "cosine")}
 print("最后一个评估间隔里验证损失的平均变化：" + "，".join(f"{GROUPS[g]} {v:+.4f}" for g, v in late.items()))
@@ -381,19 +390,24 @@ print("最后一个评估间隔里验证损失的平均变化：" + "，".join(f
 # %% [markdown]
 # 几条结论，都对着上面打印的数：
 #
-# - **峰值 3e-3 对 GPT-2 初始化太高。** 这两次训练最后的验证损失只比一元模型低零点几，比同样调度、峰值 1e-3 的那组高出一大截，
-#   两个种子都是如此，差别远大于换种子的波动。它们的前 100 步里损失都有一次大幅回升，梯度范数出现比平时大上百倍的尖峰。
-#   “预热 + 余弦”会冲高、会输给 PyTorch 默认初始化，原因都不在调度上，而在这个学习率对这种初始化太高——D.2 看尖峰落在哪些参数上，
-#   D.7 说明“太高”是相对什么而言。
-# - **预热在这个规模上看不出好处。** 峰值 1e-3 时，不预热的常数学习率第一步就按峰值迈步：它的最大梯度范数比预热的那组大一些
-#   （上面打印了两组的范围），但前 100 步损失的回升与预热的那组相差无几，最终损失还更低。峰值 3e-3 时，预热也没有防住失稳，
-#   尖峰出现在学习率爬到峰值附近的时候。预热防的是大模型、大学习率在开头的发散，这个小模型用合适的峰值时没有这个问题。
+# - **峰值 3e-3、预热 30 步，训练坏掉了。** 这两次训练最后的验证损失只比一元模型低零点几，比其余三组都高出一大截，
+#   两个种子都是如此，差别远大于换种子的波动。它们的前 100 步里损失都有一次大幅回升，梯度范数出现比平时大上百倍的尖峰，
+#   而且尖峰出在第二十几步、学习率刚爬过 2e-3 的时候，还没到峰值（D.2 看尖峰落在哪些参数上）。
+# - **同一个峰值，预热拉长到 100 步，就成了四组里最好的。** 没有上百倍的尖峰（最大梯度范数与峰值 1e-3 的两组同一个量级），
+#   最后的验证损失两个种子都比常数 1e-3 还低，差别大于换种子的波动。坏的不是 3e-3 这个峰值本身，而是在训练的头二三十步里就用上了这么大的步子：
+#   刚初始化的模型最经不起大步子（D.7 看它坏在哪里、为什么开头最危险），长预热让学习率在第 80 多步才爬到同样的高度，
+#   那时模型已经走出了最脆弱的阶段。**这就是预热真正的用处：它决定了你能用多高的峰值**，而峰值高一些，
+#   同样的步数里就走得更远。
+# - **峰值 1e-3 时，预热看不出好处。** 不预热的常数学习率第一步就按峰值迈步：它的最大梯度范数比预热的那组大一些
+#   （上面打印了各组的范围），但前 100 步损失的回升与预热的那组相差无几，最终损失还更低。峰值低到开头也承受得住时，
+#   就不需要预热来保护。
 # - **在 300 步里，余弦退火输给常数学习率。** 峰值同为 1e-3，两个种子都是常数学习率的最终验证损失更低，差别大于换种子的波动。
 #   原因在最后一列和最后一行：常数学习率的学习率之和差不多是预热 + 余弦的两倍，而且到训练结束它的验证损失还在明显下降，
 #   没有走平——模型离收敛还远，谁走的路多谁就低。退火的好处要等常数学习率的损失走平、开始在谷底附近来回晃时才显出来，
-#   那需要长得多的训练；默认任务训练 2000 步，用的正是预热 + 余弦。
+#   那需要长得多的训练；默认任务训练 2000 步，用的正是预热 + 余弦（D.8 回到默认任务上选峰值）。
 #
-# 所以这一节的实验能证实的是“学习率的大小要对”，而不是“预热 + 余弦更好”：在几百步、两百万参数的规模上，后者的两个好处都还没有机会出现。
+# 所以这一节的实验能证实的是：**峰值学习率要和预热一起选**——预热够长，才能用高的峰值，高的峰值在几百步里带来更低的损失；
+# 余弦退火的好处，在几百步、两百万参数的规模上还没有机会出现。
 
 # %% [markdown]
 # ## D.2 梯度裁剪
@@ -490,7 +504,7 @@ print("裁剪后梯度的最大差：",
 # - 裁剪后的总范数等于上限（差一点点来自分母里的 $10^{-6}$）：每个梯度乘的是同一个系数，方向不变，只是步子变短了。
 #
 # 训练中的梯度范数是什么样子？D.1 的训练都开着裁剪（上限 1.0），`metrics.jsonl` 里记着每一步裁剪前的总范数。
-# 把种子 1337 的三组画在一起：
+# 把种子 1337 的四组画在一起：
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.2))
@@ -549,8 +563,8 @@ print(f"峰值 3e-3 那次训练，300 步里 out_head 的梯度占平方和的�
 #   再看尖峰前后的几步：先出问题的是损失——梯度尖峰那一步或它的前一步，损失已经比前几步高出一大截，
 #   而把模型推到那里的上一次更新，梯度范数完全正常，根本没有被裁剪。一个正常大小的梯度，配上快到峰值的学习率，
 #   就把模型推进了坏区域：AdamW 每一步的步长约等于学习率，与梯度多大无关（D.3），所以裁剪梯度管不住这一步。
-#   尖峰那一步被裁剪回 1.0，也救不了这次训练：D.1 里峰值 3e-3 的训练最后都只比一元模型低一点。
-#   病根是学习率对这种初始化太高（D.7），梯度尖峰只是症状。
+#   尖峰那一步被裁剪回 1.0，也救不了这次训练：D.1 里峰值 3e-3、预热 30 步的训练最后都只比一元模型低一点。
+#   病根是开头几十步的学习率太高——同一个峰值预热 100 步就没有这样的尖峰（D.1 的“长预热”一组），梯度尖峰只是症状。
 # - **峰值 1e-3 的训练，梯度范数随训练慢慢长到 1 左右**，被裁剪的步数大多落在后一半。上限 1.0 在这里并不是
 #   “平时不动、只在尖峰上起作用”的保险丝，而是在后半段的大多数步上都起作用。
 #
@@ -913,18 +927,20 @@ print(f"torch 方案的初始损失比 gpt2 方案高 {gap:.4f}；公式的估�
 
 # %% [markdown]
 #
-# 初始化的差别会带到训练里去吗？D.1 里，GPT-2 初始化配峰值 3e-3 的两次训练停在一元模型附近，换成峰值 1e-3 就正常了。
-# 这是初始化的问题，还是学习率的问题？用 PyTorch 默认初始化、峰值 3e-3（D.1 第三组的设置，只改 `init`）
-# 再训两个种子，与 D.1 的两组 GPT-2 初始化放在一起比：
+# 初始化的差别会带到训练里去吗？D.1 里，GPT-2 初始化配峰值 3e-3、预热 30 步的两次训练停在一元模型附近；
+# 把峰值降到 1e-3，或者把预热拉长到 100 步，就都正常了。换一种初始化会怎样？用 PyTorch 默认初始化、峰值 3e-3，
+# 预热 30 步与 100 步各训两个种子（D.1 第三、四组的设置，只改 `init`），与 D.1 的三组 GPT-2 初始化放在一起比：
 
 # %%
-INITS = {"torch-3e-3": "torch 初始化，3e-3", "cosine-3e-3": "gpt2 初始化，3e-3", "cosine": "gpt2 初始化，1e-3"}
+INITS = {"torch-3e-3": "torch 初始化，3e-3", "torch-3e-3-w100": "torch 初始化，3e-3，长预热",
+         "cosine-3e-3": "gpt2 初始化，3e-3", "cosine-3e-3-w100": "gpt2 初始化，3e-3，长预热",
+         "cosine": "gpt2 初始化，1e-3"}
 for seed in SEEDS:
     rec["torch-3e-3", seed] = run(f"torch-3e-3-{seed}", seed=seed, init="torch")
-rec_torch_init = rec["torch-3e-3", SEEDS[0]]
+    rec["torch-3e-3-w100", seed] = run(f"torch-3e-3-w100-{seed}", seed=seed, init="torch", warmup_steps=W_LONG)
 
 fig, ax = plt.subplots(figsize=(8, 3.4))
-colors = {"torch-3e-3": "#31a354", "cosine-3e-3": style["cosine-3e-3"], "cosine": style["cosine"]}
+colors = {"torch-3e-3": "#31a354", "torch-3e-3-w100": "#a1d99b", **style}
 for group, title in INITS.items():
     for seed in SEEDS:
         ev = [r for r in rec[group, seed] if r["type"] == "eval"]
@@ -933,22 +949,28 @@ for group, title in INITS.items():
 ax.axhline(unigram, color="gray", ls=":", label="一元模型 (unigram)")
 ax.set_xlabel("步数 (step)")
 ax.set_ylabel("验证损失")
-ax.set_title("初始化与峰值学习率（都是预热 + 余弦）")
+ax.set_title("初始化、峰值学习率与预热长度（都是预热 + 余弦）")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=7)
 plt.tight_layout()
 plt.show()
-print(pad("", 22) + "".join(pad(f"种子 {s}", 12) for s in SEEDS) + pad("平均", 10) + "比一元模型低（平均）")
+print(pad("", 28) + "".join(pad(f"种子 {s}", 12) for s in SEEDS) + pad("平均", 10) + "比一元模型低（平均）")
 for group, title in INITS.items():
     v = [final_val(rec[group, s]) for s in SEEDS]
-    print(pad(title, 22) + "".join(pad(f"{x:.4f}", 12) for x in v) + pad(f"{np.mean(v):.4f}", 10) + f"{unigram - np.mean(v):.4f}")
-d_init = [final_val(rec["torch-3e-3", s]) - final_val(rec["cosine-3e-3", s]) for s in SEEDS]
-d_lr = [final_val(rec["torch-3e-3", s]) - final_val(rec["cosine", s]) for s in SEEDS]
-print("同为 3e-3，torch − gpt2：" + "，".join(f"{x:+.4f}" for x in d_init)
-      + "；torch 3e-3 − gpt2 1e-3：" + "，".join(f"{x:+.4f}" for x in d_lr))
+    print(pad(title, 28) + "".join(pad(f"{x:.4f}", 12) for x in v) + pad(f"{np.mean(v):.4f}", 10) + f"{unigram - np.mean(v):.4f}")
+
+
+def diff_by_seed(a: str, b: str) -> str:
+    """每个种子的“a 组 − b 组”最后验证损失之差。"""
+    return "，".join(f"种子 {s} {final_val(rec[a, s]) - final_val(rec[b, s]):+.4f}" for s in SEEDS)
+
+
+print("同为 3e-3、预热 30 步，torch − gpt2：" + diff_by_seed("torch-3e-3", "cosine-3e-3"))
+print("同为 3e-3、长预热，  torch − gpt2：" + diff_by_seed("torch-3e-3-w100", "cosine-3e-3-w100"))
+print("torch 3e-3（预热 30 步）− gpt2 1e-3：" + diff_by_seed("torch-3e-3", "cosine"))
 
 # %% [markdown]
-# 为什么同一个峰值 3e-3，GPT-2 初始化就卡住了？打开训练结束时的检查点，把一个验证批次送进去，量一量残差流：
+# 为什么同一个峰值 3e-3、预热 30 步，GPT-2 初始化就卡住了，长预热却没事？打开训练结束时的检查点，把一个验证批次送进去，量一量残差流：
 # 每经过一个块，标准差是多少；其中有多大比例是**所有位置共有的同一个向量**（对批次和位置取平均得到向量 $\bar h$，
 # 算 $\|\bar h\|^2$ 占每个位置 $\|h\|^2$ 平均值的比例）。共有的部分对每个字都一样，不携带“这是哪个字、前面是什么”的信息。
 
@@ -973,11 +995,11 @@ def residual_profile(name: str) -> list[tuple[float, float]]:
 
 
 profiles = {g: residual_profile(f"{g}-{SEEDS[0]}") for g in INITS}  # vx：上面看初始化时用的那个验证批次
-print(pad("训练结束时（种子 1337）", 22) + "残差流的标准差（共有向量的占比）：嵌入之后 → 每个块之后")
+print(pad("训练结束时（种子 1337）", 28) + "残差流的标准差（共有向量的占比）：嵌入之后 → 每个块之后")
 for g, prof in profiles.items():
-    print(pad(INITS[g], 22) + " → ".join(f"{s:.3f}（{f:.0%}）" for s, f in prof))
+    print(pad(INITS[g], 28) + " → ".join(f"{s:.3f}（{f:.0%}）" for s, f in prof))
 for g, prof in profiles.items():
-    print(f"{pad(INITS[g], 22)} 最后一个块之后的标准差是嵌入之后的 {prof[-1][0] / prof[0][0]:.0f} 倍")
+    print(f"{pad(INITS[g], 28)} 最后一个块之后的标准差是嵌入之后的 {prof[-1][0] / prof[0][0]:.0f} 倍")
 
 # %% [markdown]
 # 问题出在哪一步？AdamW 让每个参数每一步移动约一个学习率（D.3），与参数本身有多大无关。所以要看的是
@@ -994,29 +1016,144 @@ for n in ("tok_emb.weight", "trf_blocks.0.att.W_query.weight", "trf_blocks.0.att
           + pad(f"{1e-3 / sg:.1%}", 12) + pad(f"{3e-3 / sg:.1%}", 12) + f"{3e-3 / st:.1%}")
 
 # %% [markdown]
-# 三张表放在一起，答案是清楚的：
+# 这个比是按**初始**权重算的，而且 D.1 里同一个峰值 3e-3，预热 30 步坏掉、预热 100 步却是最好的一组——要紧的是
+# 大步子落在训练的**哪个时候**。逐步的记录里有线索：每次训练都会很快学会字频，训练损失降到一元模型附近、在那里停一会儿。
+# 对每次训练，找出训练损失第一次降到“一元模型 + 0.2”以下的那一步，看那时的学习率，以及从那一步起 20 步里最大的梯度范数：
+
+# %%
+print(pad("", 38) + pad("到达一元模型附近", 18) + pad("那时的学习率", 14) + pad("此后 20 步最大梯度范数", 24) + "最后的验证损失")
+for group, title in INITS.items():
+    for s in SEEDS:
+        tr = [x for x in rec[group, s] if x["type"] == "train"]
+        i = next((i for i, x in enumerate(tr) if x["loss"] < unigram + 0.2), None)
+        if i is None:
+            print(pad(f"{title}，种子 {s}", 38) + "没有降到")
+            continue
+        g = max(x["grad_norm"] for x in tr[i : i + 20])
+        print(pad(f"{title}，种子 {s}", 38) + pad(f"第 {tr[i]['step']} 步", 18) + pad(f"{tr[i]['lr']:.1e}", 14)
+              + pad(f"{g:.1f}", 24) + f"{final_val(rec[group, s]):.4f}")
+
+# %% [markdown]
+# 几张表放在一起，答案是清楚的：
 #
-# - **torch 初始化“赢”，主要不是因为它本身更好。** 同为峰值 3e-3，torch 初始化比 GPT-2 初始化低得多，两个种子都是；
-#   可是把 GPT-2 初始化的峰值降到 1e-3，差距就从零点几缩小到百分之几（第一张表的最后一行；torch 初始化仍略低一点）。
-#   3e-3 对 GPT-2 初始化太高，对 torch 初始化却正合适。
-# - **太高的学习率让残差流失控。** GPT-2 初始化配 3e-3 的那次训练，四个块写进残差流的量是嵌入的上百倍，
-#   而且四成左右是所有位置共有的同一个向量；两次健康的训练只放大了两倍到十几倍，共有的部分只占一成多。
-#   也就是说，残差流有四成左右的份量不携带任何关于“这是哪个字、前面是什么”的信息，而嵌入（字本身）的标准差
+# - **GPT-2 初始化的尖峰，出在模型刚学会字频的时候；后果取决于那时的学习率。** 上表里 GPT-2 初始化的每次训练，
+#   到达一元模型附近之后的二十步里，梯度范数都冲到了 5 以上（到达之前最大只有 2 左右）——连健康的训练也是。
+#   这时模型对每个位置给出差不多同样的预测（只按字频猜），是训练里最容易一步走偏的时候。预热 30 步、峰值 3e-3 时，
+#   模型二十来步就走到这里，学习率已经到了 2e-3 左右，尖峰有上百倍，模型被推进坏区域；
+#   长预热时，走到这里的时候学习率只有 1e-3 左右（峰值的三分之一多），尖峰小得多，平安度过，之后再升到 3e-3 也没事。
+#   torch 初始化的训练在这里没有这样的尖峰：它的权重大，同样的学习率相对它小得多（上一张表）。
+# - **torch 初始化“赢”，只在预热 30 步时成立。** 那时同为峰值 3e-3，torch 初始化比 GPT-2 初始化低得多，两个种子都是：
+#   torch 初始化的权重大（见上表），同样的学习率相对它小得多。预热拉长到 100 步后，两种初始化都训练得好，
+#   而且 GPT-2 初始化反而更低（打印的差是两个种子各自的“torch − gpt2”）。所以 GPT-2 初始化仍是默认值，前提是预热够长。
+# - **太高的学习率让残差流失控。** GPT-2 初始化配 3e-3、预热 30 步的那次训练，四个块写进残差流的量是嵌入的上百倍，
+#   而且四成左右是所有位置共有的同一个向量；其余几次训练放大了两倍到几十倍，共有的部分都不到两成。
+#   也就是说，那次训练的残差流有四成左右的份量不携带任何关于“这是哪个字、前面是什么”的信息，而嵌入（字本身）的标准差
 #   只剩最后残差流的不到百分之一。模型长时间只比按字频猜好一点，与这幅图景相符。
 # - **“太高”是相对权重的大小而言的。** AdamW 每一步让每个权重移动约一个学习率，权重本身越小，这一步相对它就越大。
 #   GPT-2 初始化的权重只有 0.02（残差投影更小），峰值 3e-3 时每一步的移动量相当于初始权重标准差的 15%，残差投影超过 40%；
 #   峰值 1e-3 的 GPT-2 初始化与峰值 3e-3 的 torch 初始化，线性层每一步的相对变化落在同一个范围（约 5%–14%），
-#   而它们正是训练得差不多好的那两组。
+#   两者在预热 30 步时都训练得不错。
 #
-# 由此得到一条到处适用的经验：学习率与初始化是一对，换了初始化（或者模型宽度，它决定 torch 初始化的权重大小）就要重新找学习率。
-# 作为对照，nanoGPT 复现 GPT-2 small 时用的是 0.02 的权重配 6e-4 的峰值学习率：每一步的相对变化只有 3%。
+# 由此得到一条到处适用的经验：学习率、预热与初始化要一起选，换了初始化（或者模型宽度，它决定 torch 初始化的权重大小）
+# 就要重新找学习率；想用高的峰值，先把预热拉长。作为对照，nanoGPT 复现 GPT-2 small 时用的是 0.02 的权重配 6e-4 的峰值学习率：
+# 每一步的相对变化只有 3%。
+
+# %% [markdown]
+# ## D.8 回到默认任务：峰值学习率取多少
+#
+# 默认任务（第 5 章的 `python -m gpt_numpy train`）用的是同样大小的模型，只是上下文 128、预热 100 步、训练 2000 步。
+# 它的峰值学习率原来是 2e-3。D.1 说预热够长就能用更高的峰值，那么默认任务该取多高？这要在默认任务本身上量：
+# 用命令行按不同峰值各训一次（`--lr=X --min_lr=X/10`，其余一律默认；大多数峰值训两个种子）。每次要二三十分钟，
+# 不在页面上重跑，记录原样存在 `docs/results/lr-sweep/`（命令和机器写在那里的 README 里）。读出来：
+
+# %%
+SWEEP = Path(NM.__file__).resolve().parents[1] / "docs" / "results" / "lr-sweep"
+sweep: dict[tuple[float, int], list[dict]] = {}
+for f in sorted(SWEEP.glob("lr*-s*.jsonl")):
+    lr_text, seed_text = f.stem.removeprefix("lr").split("-s")
+    sweep[float(lr_text), int(seed_text)] = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()]
+sweep_lrs = sorted({lr for lr, _ in sweep})
+sweep_seeds = sorted({s for _, s in sweep}, reverse=True)  # 1337 在前
+
+
+def lr_name(lr: float) -> str:
+    """把学习率写成 4e-3、1.5e-3 这样（与命令行里的写法一致）。"""
+    exp = math.floor(math.log10(lr) + 1e-9)
+    return f"{lr / 10**exp:g}e{exp}"
+
+
+def at_step(r: list[dict], step: int) -> float:
+    return next(x["val_loss"] for x in r if x["type"] == "eval" and x["step"] == step)
+
+
+print(pad("峰值 lr", 10) + "".join(pad(f"种子 {s}", 11) for s in sweep_seeds) + pad("平均", 9)
+      + pad("第 250 步", 14) + pad("记录到的最大梯度范数", 22) + "超过 1.0 的记录")
+for lr in sweep_lrs:
+    runs_ = {s: sweep[lr, s] for s in sweep_seeds if (lr, s) in sweep}
+    finals = [final_val(r) for r in runs_.values()]
+    g = np.concatenate([grad_norms(r) for r in runs_.values()])
+    early = [at_step(r, 250) for r in runs_.values()]
+    print(pad(lr_name(lr), 10) + "".join(pad(f"{final_val(runs_[s]):.4f}" if s in runs_ else "—", 11) for s in sweep_seeds)
+          + pad(f"{np.mean(finals):.4f}", 9) + pad(f"{min(early):.3f}–{max(early):.3f}", 14)
+          + pad(f"{g.max():.2f}", 22) + f"{int((g > 1.0).sum())} / {len(g)}")
+print(f"（梯度范数每 {TrainConfig().log_interval} 步记一条）现在的默认值：lr = {lr_name(TrainConfig().lr)}，"
+      f"min_lr = {lr_name(TrainConfig().min_lr)}")
+
+fig, ax = plt.subplots(figsize=(8, 3.4))
+cmap = plt.get_cmap("viridis")
+for i, lr in enumerate(sweep_lrs):
+    for s in sweep_seeds:
+        if (lr, s) not in sweep:
+            continue
+        ev = [x for x in sweep[lr, s] if x["type"] == "eval" and x["step"] >= 500]
+        ax.plot([x["step"] for x in ev], [x["val_loss"] for x in ev], "o-" if s == sweep_seeds[0] else "o--", ms=3,
+                color=cmap(i / max(1, len(sweep_lrs) - 1)), label=f"峰值 {lr_name(lr)}，种子 {s}")
+ax.set_xlabel("步数 (step)")
+ax.set_ylabel("验证损失")
+ax.set_title("默认任务（2000 步）按峰值学习率扫描：第 500 步以后的验证损失")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=7, ncol=2)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# 读这张表和图：
+#
+# - **峰值越高，2000 步后的验证损失越低，一直到 4e-3；再往上就平了。** 从 1.5e-3 到 4e-3，每升一档，平均都降一截，
+#   4e-3 与 5e-3 只差千分之几，比换种子的波动还小。差别主要在后半程拉开（图里第 1000 步以后），第 250 步时各峰值几乎一样。
+#   所以默认值改成了 4e-3（退火到 4e-4）：平均最低，又比试过的最高峰值低一档，留了余量。README 里的默认任务记录
+#   （`docs/results/default-*.jsonl`）是改过之后两条轨道重训的。
+# - **没有 D.1 那样的失稳。** 第 250 步时各峰值的验证损失都在 5.2 左右，没有停在一元模型的平台上；记录到的梯度范数
+#   都不到 2。这些记录每 10 步才有一条，单独一步的尖峰可能漏掉，但 D.1 那种把训练推进坏区域的尖峰，
+#   会让损失在平台上停很久，这里没有。峰值低的反而更常碰到裁剪上限（最后一列）。
+#
+# 默认任务的 4e-3 比 D.1 里坏掉的 3e-3 还高，它凭什么没事？与 D.1 的“预热 + 余弦 3e-3”相比，默认任务有两处不同：
+# 预热 100 步而不是 30 步，上下文 128 而不是 64（每步的词元多一倍，梯度的噪声小一些）。D.1 的“长预热”一组已经说明
+# 预热够长就没事；上下文的作用还没单独看过。把 D.1 的“预热 + 余弦 3e-3”只改上下文到 128，再训两个种子：
+
+# %%
+for seed in SEEDS:
+    rec["ctx128", seed] = run(f"ctx128-3e-3-{seed}", seed=seed, model=dict(context_length=2 * MODEL["context_length"]))
+print(pad("", 36) + pad("最大梯度范数", 20) + pad("最后的验证损失", 16) + "比一元模型低")
+for group, title in (("cosine-3e-3", "预热 30 步，上下文 64"), ("ctx128", "预热 30 步，上下文 128"),
+                     ("cosine-3e-3-w100", "长预热，上下文 64")):
+    for s in SEEDS:
+        g = grad_norms(rec[group, s])
+        print(pad(f"{title}，种子 {s}", 36) + pad(f"{g.max():.1f}（第 {int(np.argmax(g)) + 1} 步）", 20)
+              + pad(f"{final_val(rec[group, s]):.4f}", 16) + f"{unigram - final_val(rec[group, s]):.4f}")
+
+# %% [markdown]
+# 上下文加倍没有防住尖峰：两个种子都在第二十几步出现了几十到上百倍的尖峰。尖峰之后的结局看运气：
+# 种子 1337 恢复了过来（上下文长一倍，损失本来就会低一些，不能与上下文 64 的直接比），种子 7 则像 D.1 那样停在一元模型附近。
+# 一次运气好、一次运气差的设置不能当默认值。所以默认任务的 4e-3 安全，靠的是 100 步的预热，而不是更长的上下文——
+# 与 D.1 的结论一致：想用高的峰值，先把预热拉长。
 
 # %% [markdown]
 # ## 小结
 #
-# - 学习率先线性预热、再余弦退火，是为长训练设计的：开头求稳，结尾求低。在 D.1 这样几百步的短训练里，两个好处都没有出现：
-#   峰值 1e-3 时常数学习率的最终损失更低，因为模型离收敛还远。先要选对的是峰值学习率本身——GPT-2 初始化配 3e-3 就太高了。
-#   `warmup_cosine_lr` 是两条轨道共用的纯函数。
+# - 学习率先线性预热、再余弦退火：开头求稳，结尾求低。预热的用处在 D.1 里看得清楚：同一个峰值 3e-3，预热 30 步时训练坏掉，
+#   预热 100 步时是最好的一组——预热决定了能用多高的峰值。余弦退火的好处在几百步里还看不出来（峰值 1e-3 时常数学习率更低，
+#   因为模型离收敛还远）。`warmup_cosine_lr` 是两条轨道共用的纯函数。
 # - 梯度裁剪按总范数整体缩放，方向不变；tinytensor 与 torch 的 `clip_grad_norm_` 结果相同。学习率过高时出现的梯度尖峰，
 #   裁剪能把那一步压住，却治不了病根；健康的训练里梯度范数会慢慢长到上限附近，裁剪在后半段频繁起作用，在 AdamW 下代价很小。
 # - AdamW：m、v 两个滑动平均加偏差修正，更新量 $\hat m/\sqrt{\hat v}$ 与梯度的尺度无关；权重衰减直接把参数按比例缩小，
@@ -1027,8 +1164,10 @@ for n in ("tok_emb.weight", "trf_blocks.0.att.W_query.weight", "trf_blocks.0.att
 # - 每一步检查损失是否有限，出问题时在更新之前停下，上一个正常的检查点原样保留。
 # - GPT-2 初始化让 logits 很小、初始损失紧贴 $\ln V$，各块的贡献从小处开始；PyTorch 默认初始化的 logits 方差约为 1/3，
 #   按 $\ln V + \sigma^2/2$ 估算，初始损失比 $\ln V$ 高出约 1/6（D.7 打印了实测值）。
-# - 学习率要与初始化相配：AdamW 每步让每个权重移动约一个学习率，权重越小，相对变化越大。GPT-2 初始化配 3e-3 时
-#   残差流失控、模型停在一元模型的平台上；降到 1e-3，就与 torch 初始化配 3e-3 训练得一样好。
+# - 学习率、预热与初始化要一起选：AdamW 每步让每个权重移动约一个学习率，权重越小，相对变化越大。GPT-2 初始化配 3e-3、
+#   预热 30 步时，模型刚学会字频的那几步被大步子推偏，残差流失控、停在一元模型的平台上；预热拉长到 100 步，
+#   GPT-2 初始化就比 torch 初始化训练得更好。
+# - 默认任务的峰值学习率是在默认任务本身上扫出来的（D.8）：4e-3 的验证损失最低，它的 100 步预热让这个峰值是安全的。
 #
 # ## 练习
 #

@@ -14,7 +14,7 @@ import torch
 
 import tinytensor as tt
 from gpt_numpy.model import GPTModel
-from llmcore.config import GPTConfig
+from llmcore.config import GPTConfig, TrainConfig
 from tinytensor.nn import functional as F
 
 QUICK = os.environ.get("LLMZH_QUICK") == "1"
@@ -67,7 +67,9 @@ class AdamWNumpy:
 # %%
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
-LR, W, N, MIN_LR = 2e-3, 100, 2000, 2e-4  # 与 TrainConfig 的默认值相同
+dft = TrainConfig()  # 默认任务的调度
+LR, W, N, MIN_LR = dft.lr, dft.warmup_steps, dft.max_steps, dft.min_lr
+print(f"峰值 {LR:g}，预热 {W} 步，共 {N} 步，退火到 {MIN_LR:g}")
 opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
 warm = LinearLR(opt, start_factor=1 / W, end_factor=1.0, total_iters=W - 1)
 cos = CosineAnnealingLR(opt, T_max=N - W, eta_min=MIN_LR)

@@ -489,8 +489,9 @@ from llmcore.tokenizers import load_tokenizer  # noqa: E402
 
 run_dir = WORK / "gpt-zh"
 steps = 60 if QUICK else 400
-tcfg = TrainConfig(out_dir=str(run_dir), max_steps=steps, warmup_steps=steps // 10, eval_interval=steps,
-                   eval_batches=4, progress=False, sample_tokens=20)
+# 预热只有 steps // 10 步，峰值取 2e-3（默认任务预热 100 步，用 4e-3；预热与峰值的关系见附录 D.1）
+tcfg = TrainConfig(out_dir=str(run_dir), max_steps=steps, warmup_steps=steps // 10, lr=2e-3, min_lr=2e-4,
+                   eval_interval=steps, eval_batches=4, progress=False, sample_tokens=20)
 overrides = dict(n_layers=2, emb_dim=64, context_length=64) if QUICK else {}
 t0 = time.perf_counter()
 log = io.StringIO()

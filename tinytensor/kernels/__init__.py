@@ -43,7 +43,7 @@ from .cross_entropy import (
     cross_entropy_fwd_bwd_numpy,
     cross_entropy_fwd_numpy,
 )
-from .decode_attention import decode_attention, decode_attention_numpy
+from .decode_attention import decode_attention, decode_attention_numpy, grouped_attention_numpy
 from .embedding import embedding_bwd, embedding_bwd_numpy
 from .gelu import gelu_bwd, gelu_bwd_numpy, gelu_fwd, gelu_fwd_numpy
 from .layer_norm import layer_norm_bwd, layer_norm_bwd_numpy, layer_norm_fwd, layer_norm_fwd_numpy
@@ -72,6 +72,7 @@ __all__ = [
     "backend_scope",
     "decode_attention",
     "decode_attention_numpy",
+    "grouped_attention_numpy",
     "cross_entropy_bwd",
     "cross_entropy_bwd_numpy",
     "cross_entropy_fwd",

@@ -20,7 +20,8 @@ q (B, nh, hs)，k、v (B, nkv, S, hs)，g = nh / nkv；第 h 个查询头用第 
 - ``decode_attention(q, k, v, scale, length=None) -> out (B, nh, hs)``：float32/float64；k、v 形状
   (B, nkv, T_max, hs)，只用前 ``length`` 个位置（默认全部）——直接传 KV 缓存的整块数组，不要传切片视图：
   内核按 C 连续的数组编译才能向量化（视图会先拷成连续的，慢）。nh 须是 nkv 的整数倍，1 ≤ length ≤ T_max。
-- ``decode_attention_numpy``：参考实现（批量矩阵乘 + ``softmax_fwd_numpy``）；内核与它只差求和顺序的舍入（测试检查）。
+- ``decode_attention_numpy``：参考实现，是 ``grouped_attention_numpy``（任意个查询、带因果偏移的分组注意力，
+  批量矩阵乘 + ``softmax_fwd_numpy``）的特例；内核与它只差求和顺序的舍入（测试检查）。
 - 工作量小（短缓存、小模型）时走串行内核，否则按 kv 组并行（见 backend.run_split）。
 """
 
@@ -36,13 +37,26 @@ _PAR_MIN = 1 << 18  # 工作量（nh·S·hs）低于它时不启动并行内核
 _OP = "decode_attention"
 
 
+def grouped_attention_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, start: int) -> np.ndarray:
+    """分组查询注意力的 NumPy 参考实现（带因果偏移）：q (B, nh, T, hs)，k、v (B, nkv, S, hs) → (B, nh, T, hs)。
+
+    第 i 个查询是位置 start + i 的词元，只看位置 ≤ start + i 的键。同组的 g = nh / nkv 个查询头排成一列
+    (B, nkv, g·T, hs)，与这组唯一的键值各做一次批量矩阵乘，不必把键值复制 g 份。
+    解码（T = 1、start = S − 1）是它的特例，见 ``decode_attention_numpy``；Qwen3 的预填充直接用它。
+    """
+    b, nh, t, hs = q.shape
+    nkv, s = k.shape[1], k.shape[2]
+    g = nh // nkv
+    scores = (q.reshape(b, nkv, g * t, hs) @ k.transpose(0, 1, 3, 2)) * q.dtype.type(scale)  # (B, nkv, g·T, S)
+    if start + t < s or t > 1:  # 有看不到的键时才需要掩码
+        allowed = np.arange(s)[None, :] <= (start + np.arange(t))[:, None]  # (T, S)
+        scores = np.where(np.tile(allowed, (g, 1)), scores, -np.inf)
+    return (softmax_fwd_numpy(scores) @ v).reshape(b, nh, t, hs)
+
+
 def decode_attention_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-    """参考实现：同组的 g 个查询头排成 (B, nkv, g, hs)，与这组的键值各做一次批量矩阵乘。"""
-    b, nh, hs = q.shape
-    nkv = k.shape[1]
-    qg = q.reshape(b, nkv, nh // nkv, hs)
-    scores = (qg @ k.transpose(0, 1, 3, 2)) * q.dtype.type(scale)  # (B, nkv, g, S)
-    return (softmax_fwd_numpy(scores) @ v).reshape(b, nh, hs)
+    """``decode_attention`` 的参考实现：一行查询 (B, nh, hs) 看全部 S 个键，即上面 T = 1、start = S − 1 的情形。"""
+    return grouped_attention_numpy(q[:, :, None], k, v, scale, k.shape[2] - 1)[:, :, 0]
 
 
 @njit(cache=True, fastmath=True, nogil=True)
