@@ -245,6 +245,7 @@ def test_average_gradients_matches_ddp(tmp_path: Path) -> None:
     main = textwrap.dedent(
         """
         import copy
+        import os
         from torch import nn
         from torch.nn.parallel import DistributedDataParallel as DDP
         from gpt_torch.ddp import cleanup_distributed, exit_process
@@ -268,7 +269,9 @@ def test_average_gradients_matches_ddp(tmp_path: Path) -> None:
         d_ddp = max((a.grad - b.grad).abs().max().item() for a, b in pairs)
         d_full = max((a.grad - b.grad).abs().max().item() for a, b in zip(manual.parameters(), full.parameters()))
         scale = max(p.grad.abs().max().item() for p in full.parameters())
-        print(f"RESULT {rank} {d_ddp!r} {d_full!r} {scale!r}", flush=True)
+        # 两个进程写同一个管道：一次 os.write 写完整行（短于 PIPE_BUF，不会与另一个进程的输出交错；
+        # print 会把文字和换行分两次写，曾经出现过两行粘在一起）
+        os.write(1, f"RESULT {rank} {d_ddp!r} {d_full!r} {scale!r}\\n".encode())
         cleanup_distributed()
         exit_process(0)
         """
@@ -284,7 +287,7 @@ def test_average_gradients_matches_ddp(tmp_path: Path) -> None:
     tries = []
     for _ in range(2):
         p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-        rows = [ln.split() for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
+        rows = [("RESULT " + part).split()[:5] for part in p.stdout.split("RESULT ")[1:]]  # 按标记切，不依赖换行
         if p.returncode == 0 and sorted(int(r[1]) for r in rows) == [0, 1]:
             break
         tries.append(f"退出码 {p.returncode}\nstdout:\n{p.stdout[-1500:]}\nstderr:\n{p.stderr[-1500:]}")
