@@ -4,26 +4,15 @@
 参数名与原书和 gpt_torch 完全相同：W_query、W_key、W_value、out_proj。
 
 这里只有训练用的 ``forward``（张量，建计算图）。生成用的无计算图前向（配合 KV 缓存）写在
-model.py 的 ``TransformerBlock.infer`` 里，用的是同一组参数；本文件提供它要的因果掩码 ``cached_attention_mask``。
+model.py 的 ``TransformerBlock.infer`` 里，用的是同一组参数；
+它要的因果掩码 ``cached_attention_mask`` 在 tinytensor/kernels/decode_attention.py（Qwen3 的预填充也用它）。
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 import tinytensor as tt
 from tinytensor import nn
 from tinytensor.nn import functional as F
-
-
-def cached_attention_mask(t_new: int, pos: int) -> np.ndarray | None:
-    """有缓存时的因果掩码：第 i 个新词元（绝对位置 pos+i）只能看到位置 ≤ pos+i 的键。
-
-    返回布尔数组 (t_new, pos+t_new)，True 表示可见；只有一个新词元时它能看到全部，返回 None。
-    """
-    if t_new == 1:
-        return None
-    return np.arange(pos + t_new)[None, :] <= (pos + np.arange(t_new))[:, None]
 
 
 class MultiHeadAttention(nn.Module):

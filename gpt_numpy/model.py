@@ -24,11 +24,11 @@ import tinytensor as tt
 from llmcore.checkpoint import check_state_shapes, load_model_state, save_model_state
 from llmcore.config import GPTConfig
 from tinytensor import kernels, nn
-from tinytensor.kernels.decode_attention import decode_attention
+from tinytensor.kernels.decode_attention import cached_attention_mask, decode_attention
 from tinytensor.nn import functional as F
 from tinytensor.ops.fused import attention_core_fwd
 
-from .attention import MultiHeadAttention, cached_attention_mask
+from .attention import MultiHeadAttention
 from .kv_cache import KVCache
 
 

@@ -160,19 +160,23 @@ def quantize_gpt(model: Any, scheme: str, group: int | None = 128, include_head:
     def fmt(w: np.ndarray) -> Weight:
         return make_weight(w.astype(np.float32), scheme, group)
 
-    targets = []
+    def fake_quantize(lin: Any, weight: Weight) -> None:  # 训练用的前向：量化再反量化的浮点权重
+        lin.weight.data[...] = weight.dense().astype(lin.weight.data.dtype)
+
     for block in out.trf_blocks:
         att, ff = block.att, block.ff
-        qkv = np.concatenate([lin.weight.data for lin in (att.W_query, att.W_key, att.W_value)])
-        block.quantized = {"qkv": fmt(qkv), "out": fmt(att.out_proj.weight.data),
+        qkv = (att.W_query, att.W_key, att.W_value)
+        block.quantized = {"qkv": fmt(np.concatenate([lin.weight.data for lin in qkv])),
+                           "out": fmt(att.out_proj.weight.data),
                            "fc1": fmt(ff.layers[0].weight.data), "fc2": fmt(ff.layers[2].weight.data)}
-        targets += [att.W_query, att.W_key, att.W_value, att.out_proj, ff.layers[0], ff.layers[2]]
+        # 每行各自量化，所以拼起来的 QKV 反量化后按行切回三份，就是三个矩阵各自的伪量化权重
+        for lin, part in zip(qkv, np.split(block.quantized["qkv"].dense(), 3)):
+            lin.weight.data[...] = part.astype(lin.weight.data.dtype)
+        for lin, key in ((att.out_proj, "out"), (ff.layers[0], "fc1"), (ff.layers[2], "fc2")):
+            fake_quantize(lin, block.quantized[key])
     if include_head:
         out.quantized_head = fmt(out.out_head.weight.data)
-        targets.append(out.out_head)
-    for lin in targets:  # 训练用的前向：伪量化（量化再反量化）的浮点权重
-        w = lin.weight.data
-        lin.weight.data[...] = fmt(w).dense().astype(w.dtype)
+        fake_quantize(out.out_head, out.quantized_head)
     return out
 
 

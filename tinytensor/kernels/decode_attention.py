@@ -37,19 +37,31 @@ _PAR_MIN = 1 << 18  # 工作量（nh·S·hs）低于它时不启动并行内核
 _OP = "decode_attention"
 
 
+def cached_attention_mask(t_new: int, pos: int) -> np.ndarray | None:
+    """有缓存时的因果掩码：第 i 个新词元（绝对位置 pos+i）只能看到位置 ≤ pos+i 的键。
+
+    返回布尔数组 (t_new, pos+t_new)，True 表示可见；只有一个新词元时它能看到全部，返回 None。
+    """
+    if t_new == 1:
+        return None
+    return np.arange(pos + t_new)[None, :] <= (pos + np.arange(t_new))[:, None]
+
+
 def grouped_attention_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, start: int) -> np.ndarray:
     """分组查询注意力的 NumPy 参考实现（带因果偏移）：q (B, nh, T, hs)，k、v (B, nkv, S, hs) → (B, nh, T, hs)。
 
-    第 i 个查询是位置 start + i 的词元，只看位置 ≤ start + i 的键。同组的 g = nh / nkv 个查询头排成一列
-    (B, nkv, g·T, hs)，与这组唯一的键值各做一次批量矩阵乘，不必把键值复制 g 份。
+    S = start + T：第 i 个查询是位置 start + i 的词元，只看位置 ≤ start + i 的键（``cached_attention_mask``）。
+    同组的 g = nh / nkv 个查询头排成一列 (B, nkv, g·T, hs)，与这组唯一的键值各做一次批量矩阵乘，不必把键值复制 g 份。
     解码（T = 1、start = S − 1）是它的特例，见 ``decode_attention_numpy``；Qwen3 的预填充直接用它。
     """
     b, nh, t, hs = q.shape
     nkv, s = k.shape[1], k.shape[2]
     g = nh // nkv
+    if s != start + t:
+        raise ValueError(f"grouped_attention_numpy：键值应有 start + T = {start + t} 个位置，收到 {s}")
     scores = (q.reshape(b, nkv, g * t, hs) @ k.transpose(0, 1, 3, 2)) * q.dtype.type(scale)  # (B, nkv, g·T, S)
-    if start + t < s or t > 1:  # 有看不到的键时才需要掩码
-        allowed = np.arange(s)[None, :] <= (start + np.arange(t))[:, None]  # (T, S)
+    allowed = cached_attention_mask(t, start)  # (T, S)；只有一个查询时为 None（全部可见）
+    if allowed is not None:
         scores = np.where(np.tile(allowed, (g, 1)), scores, -np.inf)
     return (softmax_fwd_numpy(scores) @ v).reshape(b, nh, t, hs)
 
